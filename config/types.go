@@ -1,0 +1,84 @@
+// Package config reads and validates pool-managerd's YAML configuration
+// (CONTRACT §2). Decoding is strict: an unknown key is an error naming the key
+// and its line, and every problem in a file is reported at once.
+//
+// The types here are the resolved form: defaults and engine presets have been
+// applied, so the rest of the daemon never looks at "defaults" again.
+package config
+
+import "time"
+
+// Config is a fully resolved, validated configuration.
+type Config struct {
+	Listen           string        // "127.0.0.1:9200" or "unix:/path"
+	ShutdownDeadline time.Duration // SIGTERM: how long pools may drain
+	Auth             Auth
+	StateDir         string // pid records for the orphan sweep; "" disables records
+	Log              Log
+	GPU              GPU
+	Pools            []Pool // in file order; ids unique
+}
+
+// Auth configures the API bearer token. Secrets never come from the YAML itself:
+// only a token file path does (POOL_MANAGERD_TOKEN overrides it at run time).
+type Auth struct {
+	TokenFile string
+}
+
+// Log selects the daemon's log handler.
+type Log struct {
+	Format string // "json" (default) or "text"
+	Level  string // "debug", "info" (default), "warn", "error"
+}
+
+// GPU holds the NVIDIA guardrail's global settings.
+type GPU struct {
+	RequireNVIDIA    bool   // default true
+	MinDriverVersion string // optional, e.g. "535.0"
+}
+
+// Probe is one HTTP health probe.
+type Probe struct {
+	Path             string
+	Interval         time.Duration // liveness only
+	Timeout          time.Duration
+	FailureThreshold int // liveness only
+}
+
+// Restart is the restart policy of one pool.
+type Restart struct {
+	Initial     time.Duration
+	Multiplier  float64
+	Max         time.Duration
+	Jitter      float64 // randomization factor, 0..1
+	ResetAfter  time.Duration
+	MaxFailures int
+	Window      time.Duration
+}
+
+// Pool is one pool with every default and preset applied.
+type Pool struct {
+	ID             string
+	Engine         string // llamacpp | vllm | tgi | triton | other
+	EngineVersion  string
+	ModelRef       string
+	Command        []string          // argv with placeholders still in it
+	Env            map[string]string // values with placeholders still in them
+	Host           string            // loopback host the engine listens on; default 127.0.0.1
+	Port           int               // 0: a free loopback port at each start
+	Devices        []string          // GPU indices or UUIDs, as written
+	MinFreeVRAMMiB uint64
+	Slots          int    // most leases at once; 0 = no limit
+	User           string // run the engine as this user (daemon must be root)
+	MetricsPath    string // optional: the engine's own Prometheus endpoint
+
+	StartupTimeout time.Duration
+	StallTimeout   time.Duration
+	StopGrace      time.Duration
+	DrainDeadline  time.Duration
+	Readiness      Probe
+	Liveness       Probe
+	Restart        Restart
+
+	Line int // line of the pool's entry in its file (for messages); not part of equality
+}

@@ -1,0 +1,56 @@
+// Package gpu is the NVIDIA-only guardrail behind a small domain interface.
+// Only the NVML adapter in this package imports go-nvml; the rest of the daemon
+// sees Guard.
+package gpu
+
+import (
+	"context"
+	"time"
+)
+
+// Device is one GPU as the guardrail saw it.
+type Device struct {
+	Index            int    `json:"index"`
+	UUID             string `json:"uuid"`
+	Name             string `json:"name"`
+	MemoryTotalBytes uint64 `json:"memory_total_bytes"`
+	MemoryFreeBytes  uint64 `json:"memory_free_bytes"`
+}
+
+// Requirements is what one pool needs before its engine may start.
+type Requirements struct {
+	PoolID         string
+	Devices        []string // indices ("0") or UUIDs ("GPU-…"), as configured
+	MinFreeVRAMMiB uint64
+}
+
+// Event is a health event on one device (an XID or a double-bit ECC error).
+type Event struct {
+	UUID        string
+	Index       int
+	XID         uint64
+	DeviceLevel bool // true: the device is unhealthy until it recovers or an operator restarts the pool
+	At          time.Time
+	Message     string
+}
+
+// Guard answers "may this pool start, and on which devices?".
+type Guard interface {
+	// Check runs the pre-flight for one pool. On success it returns the
+	// resolved devices (possibly none when the pool lists none). On refusal the
+	// error's text names the NVML call or check that refused, e.g.
+	// "gpu: NVML init: ERROR_LIBRARY_NOT_FOUND (no NVIDIA driver)".
+	Check(ctx context.Context, req Requirements) ([]Device, error)
+	// Events delivers health events; nil when the guard has none.
+	Events() <-chan Event
+	// Close releases NVML (Shutdown once per successful Init).
+	Close() error
+}
+
+// NoGuard is the guard for require_nvidia: false with no pool listing devices:
+// it says yes and reports no devices.
+type NoGuard struct{}
+
+func (NoGuard) Check(context.Context, Requirements) ([]Device, error) { return nil, nil }
+func (NoGuard) Events() <-chan Event                                  { return nil }
+func (NoGuard) Close() error                                          { return nil }
