@@ -41,6 +41,8 @@ type Guard interface {
 	// error's text names the NVML call or check that refused, e.g.
 	// "gpu: NVML init: ERROR_LIBRARY_NOT_FOUND (no NVIDIA driver)".
 	Check(ctx context.Context, req Requirements) ([]Device, error)
+	// Snapshot lists every device NVML sees now (nil, nil without NVML).
+	Snapshot(ctx context.Context) ([]Device, error)
 	// Events delivers health events; nil when the guard has none.
 	Events() <-chan Event
 	// Close releases NVML (Shutdown once per successful Init).
@@ -52,5 +54,6 @@ type Guard interface {
 type NoGuard struct{}
 
 func (NoGuard) Check(context.Context, Requirements) ([]Device, error) { return nil, nil }
+func (NoGuard) Snapshot(context.Context) ([]Device, error)            { return nil, nil }
 func (NoGuard) Events() <-chan Event                                  { return nil }
 func (NoGuard) Close() error                                          { return nil }
