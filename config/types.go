@@ -1,9 +1,5 @@
-// Package config reads and validates pool-managerd's YAML configuration
-// (CONTRACT §2). Decoding is strict: an unknown key is an error naming the key
-// and its line, and every problem in a file is reported at once.
-//
-// The types here are the resolved form: defaults and engine presets have been
-// applied, so the rest of the daemon never looks at "defaults" again.
+// Resolved configuration types; see doc.go for the file format and defaults.
+
 package config
 
 import "time"

@@ -1,0 +1,260 @@
+package actors
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func (h *harness) lease(id string) *LeaseReply {
+	return h.ask(h.reg, &AcquireLease{PoolID: id}).(*LeaseReply)
+}
+
+func (h *harness) release(id, lease string) *ReleaseReply {
+	return h.ask(h.reg, &ReleaseLease{PoolID: id, LeaseID: lease}).(*ReleaseReply)
+}
+
+func TestDrainWaitsForLastLease(t *testing.T) {
+	h := newHarness(t, nil)
+	pid := h.spawn(simPool("p1"))
+	h.waitState("p1", StateReady)
+	l1, l2 := h.lease("p1"), h.lease("p1")
+	if l1.Err != nil || l2.Err != nil || l2.Lease.ActiveLeases != 2 {
+		t.Fatalf("leases: %+v %+v", l1, l2)
+	}
+	r := h.ask(pid, &Drain{Deadline: time.Minute}).(*CommandReply)
+	if r.State != StateDraining {
+		t.Fatalf("drain answered %v", r.State)
+	}
+	st := h.get("p1")
+	if st.Ready || !st.Draining || st.ActiveLeases != 2 {
+		t.Fatalf("draining status: %+v", st)
+	}
+	if l := h.lease("p1"); l.Err == nil || l.Err.Code != CodePoolDraining {
+		t.Fatalf("lease while draining: %+v", l)
+	}
+	// Idempotent.
+	if r := h.ask(pid, &Drain{Deadline: time.Minute}).(*CommandReply); r.State != StateDraining || r.Err != nil {
+		t.Fatalf("second drain: %+v", r)
+	}
+	h.release("p1", l1.Lease.LeaseID)
+	if st := h.get("p1"); st.State != StateDraining {
+		t.Fatalf("stopped with a lease still held: %v", st.State)
+	}
+	h.release("p1", l2.Lease.LeaseID)
+	st = h.waitState("p1", StateStopped)
+	if st.LastDrain == nil || st.LastDrain.Forced || st.LastDrain.FinalLeases != 0 || st.PID != nil {
+		t.Fatalf("drain result: %+v", st.LastDrain)
+	}
+}
+
+func TestDrainForcedAtDeadline(t *testing.T) {
+	clk := NewFakeClock(time.Unix(1_700_000_000, 0))
+	h := newHarness(t, clk)
+	pid := h.spawn(simPool("p1"))
+	h.waitState("p1", StateReady)
+	l := h.lease("p1")
+	h.ask(pid, &Drain{Deadline: 5 * time.Second})
+	clk.Advance(5 * time.Second)
+	st := h.waitState("p1", StateStopped)
+	if st.LastDrain == nil || !st.LastDrain.Forced || st.LastDrain.FinalLeases != 1 || st.ActiveLeases != 0 {
+		t.Fatalf("forced drain: %+v (leases %d)", st.LastDrain, st.ActiveLeases)
+	}
+	if r := h.release("p1", l.Lease.LeaseID); r.Err == nil || r.Err.Code != CodeLeaseNotFound {
+		t.Fatalf("releasing a dropped lease: %+v", r)
+	}
+}
+
+func TestDrainDuringPreloadAndBackoffIsHonoured(t *testing.T) {
+	h := newHarness(t, nil)
+	pid := h.spawn(simPool("p1", "--load-time", "1h"))
+	h.waitState("p1", StatePreload)
+	h.ask(pid, &Drain{Deadline: time.Minute})
+	st := h.waitState("p1", StateStopped)
+	if st.PID != nil {
+		t.Fatalf("engine kept after drain in preload: %+v", st)
+	}
+
+	cfg := simPool("p2", "--exit-immediately")
+	cfg.Restart.Initial = time.Hour
+	pid2 := h.spawn(cfg)
+	h.waitState("p2", StateBackoff)
+	h.ask(pid2, &Drain{Deadline: time.Minute})
+	h.waitState("p2", StateStopped)
+	time.Sleep(0)
+	if st := h.get("p2"); st.State != StateStopped || st.NextRestartAtMS != nil {
+		t.Fatalf("backoff pool after drain: %+v", st)
+	}
+}
+
+func TestLeaseReleaseNeverNegative(t *testing.T) {
+	h := newHarness(t, nil)
+	h.spawn(simPool("p1"))
+	h.waitState("p1", StateReady)
+	l := h.lease("p1")
+	if r := h.release("p1", l.Lease.LeaseID); r.Err != nil || r.ActiveLeases != 0 {
+		t.Fatalf("release: %+v", r)
+	}
+	if r := h.release("p1", l.Lease.LeaseID); r.Err == nil || r.Err.Code != CodeLeaseNotFound {
+		t.Fatalf("double release: %+v", r)
+	}
+	if r := h.release("p1", "ls_unknown"); r.Err == nil || r.Err.Code != CodeLeaseNotFound {
+		t.Fatalf("unknown release: %+v", r)
+	}
+	if r := h.release("nope", "x"); r.Err == nil || r.Err.Code != CodePoolNotFound {
+		t.Fatalf("unknown pool: %+v", r)
+	}
+	if st := h.get("p1"); st.ActiveLeases != 0 {
+		t.Fatalf("active leases %d", st.ActiveLeases)
+	}
+}
+
+// Thousands of concurrent allocations and releases, with slots: the count
+// never goes negative, never exceeds slots, and ends at exactly what is held.
+func TestLeasesConcurrent(t *testing.T) {
+	h := newHarness(t, nil)
+	a, b := simPool("a"), simPool("b")
+	a.Slots, b.Slots = 8, 8
+	h.spawn(a)
+	h.spawn(b)
+	h.waitState("a", StateReady)
+	h.waitState("b", StateReady)
+	var wg sync.WaitGroup
+	var held sync.Map
+	var over atomic.Int32
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < 100; i++ {
+				var r *LeaseReply
+				if i%2 == 0 {
+					r = h.ask(h.reg, &Place{}).(*LeaseReply)
+				} else {
+					r = h.lease([]string{"a", "b"}[w%2])
+				}
+				if r.Err != nil {
+					if r.Err.Code != CodePoolBusy && r.Err.Code != CodePoolUnavailable {
+						over.Add(1)
+					}
+					continue
+				}
+				if r.Lease.ActiveLeases > 8 || r.Lease.ActiveLeases < 1 {
+					over.Add(1)
+				}
+				if _, dup := held.LoadOrStore(r.Lease.LeaseID, r.Lease.PoolID); dup {
+					over.Add(1)
+				}
+				if i%3 != 0 {
+					rr := h.release(r.Lease.PoolID, r.Lease.LeaseID)
+					if rr.Err != nil || rr.ActiveLeases < 0 {
+						over.Add(1)
+					}
+					held.Delete(r.Lease.LeaseID)
+					// a second release must fail, not go negative
+					if rr2 := h.release(r.Lease.PoolID, r.Lease.LeaseID); rr2.Err == nil {
+						over.Add(1)
+					}
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	if over.Load() != 0 {
+		t.Fatalf("%d invariant violations", over.Load())
+	}
+	count := map[string]int{}
+	held.Range(func(_, v any) bool { count[v.(string)]++; return true })
+	for _, id := range []string{"a", "b"} {
+		if st := h.get(id); st.ActiveLeases != count[id] || st.ActiveLeases > 8 {
+			t.Fatalf("pool %s: registry says %d leases, callers hold %d", id, st.ActiveLeases, count[id])
+		}
+	}
+}
+
+func TestPlacementPicksFewestLeases(t *testing.T) {
+	h := newHarness(t, nil)
+	for _, id := range []string{"a", "b", "c"} {
+		h.spawn(simPool(id))
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		h.waitState(id, StateReady)
+	}
+	h.lease("a")
+	h.lease("b")
+	r := h.ask(h.reg, &Place{}).(*LeaseReply)
+	if r.Err != nil || r.Lease.PoolID != "c" {
+		t.Fatalf("placement: %+v", r)
+	}
+	r = h.ask(h.reg, &Place{PoolIDs: []string{"b", "a"}}).(*LeaseReply)
+	if r.Err != nil || r.Lease.PoolID != "a" { // tie on leases: id
+		t.Fatalf("placement tie: %+v", r)
+	}
+	if r := h.ask(h.reg, &Place{PoolIDs: []string{"zz"}}).(*LeaseReply); r.Err == nil || r.Err.Code != CodePoolNotFound {
+		t.Fatalf("unknown id: %+v", r)
+	}
+	if r := h.ask(h.reg, &Place{ModelRef: "other"}).(*LeaseReply); r.Err == nil || r.Err.Code != CodePoolUnavailable || r.Err.RetryAfterMS <= 0 {
+		t.Fatalf("no match: %+v", r)
+	}
+}
+
+func TestReloadSucceeds(t *testing.T) {
+	h := newHarness(t, nil)
+	pid := h.spawn(simPool("p1"))
+	old := h.waitState("p1", StateReady)
+	res := make(chan ReloadResult, 1)
+	r := h.ask(pid, &Reload{ModelRef: "test/model-b", EngineVersion: "v2", Deadline: -1, Result: res}).(*CommandReply)
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if r2 := h.ask(pid, &Reload{ModelRef: "x", Deadline: -1}).(*CommandReply); r2.Err == nil || r2.Err.Code != CodeReloadInProgress {
+		t.Fatalf("second reload: %+v", r2)
+	}
+	out := <-res
+	st := h.get("p1")
+	if out.Result != "succeeded" || st.EngineVersion != "v2" || st.ModelRef != "test/model-b" || !st.Ready {
+		t.Fatalf("reload: %+v, status %+v", out, st)
+	}
+	if *st.PID == *old.PID {
+		t.Fatal("reload kept the old engine process")
+	}
+}
+
+func TestReloadToBadModelRollsBack(t *testing.T) {
+	h := newHarness(t, nil)
+	pid := h.spawn(simPool("p1"))
+	h.waitState("p1", StateReady)
+	res := make(chan ReloadResult, 1)
+	h.ask(pid, &Reload{ModelRef: "/nonexistent/model.gguf", EngineVersion: "v2", Deadline: -1, Result: res})
+	out := <-res
+	st := h.get("p1")
+	if out.Result != "rolled_back" || !out.RolledBack || !st.Ready || st.EngineVersion != "v1" || st.ModelRef != "test/model-a" {
+		t.Fatalf("rollback: %+v, status %+v", out, st)
+	}
+	if st.LastError == nil || !strings.Contains(*st.LastError, "/nonexistent/model.gguf") {
+		t.Fatalf("last_error should say why: %v", st.LastError)
+	}
+	if st.LastReload == nil || !st.LastReload.RolledBack {
+		t.Fatalf("last_reload: %+v", st.LastReload)
+	}
+}
+
+func TestReloadToCrashingCommandRollsBack(t *testing.T) {
+	h := newHarness(t, nil)
+	cfg := simPool("p1")
+	pid := h.spawn(cfg)
+	h.waitState("p1", StateReady)
+	bad := cfg
+	bad.Command = append(append([]string{}, cfg.Command...), "--exit-immediately")
+	bad.EngineVersion = "v2"
+	res := make(chan ReloadResult, 1)
+	h.ask(pid, &Reload{Config: &bad, Deadline: -1, Result: res})
+	out := <-res
+	if st := h.get("p1"); out.Result != "rolled_back" || !st.Ready || st.EngineVersion != "v1" {
+		t.Fatalf("rollback: %+v %+v", out, st)
+	}
+	_ = fmt.Sprint()
+}

@@ -1,0 +1,22 @@
+// Package actors holds the pool actor (one per pool, the only writer of that
+// pool's state, owner of its engine process), the registry actor (the read
+// model every query uses, and the owner of leases), the restart policy, and
+// the messages between them. It knows nothing of HTTP.
+//
+// Pool states (CONTRACT §3):
+//
+//	           start / config add
+//	stopped ───────────────────────► preload ──(readiness 200)──► ready
+//	   ▲                               │  ▲                         │
+//	   │ drain done                    │  │ backoff elapsed         │ unexpected exit,
+//	   │                               ▼  │                         │ liveness failures,
+//	draining ◄──── drain / reload ─── (any) ──(failure)──► backoff ◄┘ critical GPU XID
+//	                                              │
+//	                                              └─(breaker: > max_failures in window)──► failed
+//
+// Nothing inside Receive blocks: spawning, probing and stopping run in
+// goroutines that report back with messages stamped with a generation number;
+// a message from an older generation is stale and ignored. Timers are
+// scheduled messages (never protoactor's ReceiveTimeout) with a token, so a
+// cancelled timer that fires late is ignored too.
+package actors

@@ -1,0 +1,149 @@
+package actors
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/pool-managerd/pool-managerd/config"
+	"github.com/pool-managerd/pool-managerd/engine/sim"
+)
+
+// The test binary doubles as the engine simulator (os/exec's helper-process
+// trick): a child started with POOL_MANAGERD_SIM=1 runs sim.Main instead of
+// the tests, so every test engine is a real process.
+func TestMain(m *testing.M) {
+	if os.Getenv("POOL_MANAGERD_SIM") == "1" {
+		os.Exit(sim.Main(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+// waitLimit is a safety net for waiting on events, never a sleep.
+const waitLimit = 30 * time.Second
+
+type harness struct {
+	t      *testing.T
+	sys    *actor.ActorSystem
+	reg    *actor.PID
+	clock  Clock
+	events chan Transition
+	logs   *syncBuffer
+	pools  map[string]*actor.PID
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newHarness(t *testing.T, clock Clock) *harness {
+	t.Helper()
+	if clock == nil {
+		clock = RealClock{}
+	}
+	logs := &syncBuffer{}
+	var w io.Writer = logs
+	if testing.Verbose() {
+		w = io.MultiWriter(logs, os.Stderr)
+	}
+	logger := slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}))
+	h := &harness{t: t, sys: sys, clock: clock, events: make(chan Transition, subscriberBuffer), logs: logs, pools: map[string]*actor.PID{}}
+	h.reg = sys.Root.Spawn(NewRegistryProps(clock, logger))
+	sys.Root.Send(h.reg, &Subscribe{Ch: h.events})
+	t.Cleanup(func() {
+		for _, pid := range h.pools {
+			_ = sys.Root.StopFuture(pid).Wait()
+		}
+		sys.Shutdown()
+	})
+	return h
+}
+
+func (h *harness) logger() *slog.Logger {
+	return slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func (h *harness) spawn(cfg config.Pool) *actor.PID {
+	h.t.Helper()
+	pid := h.sys.Root.Spawn(NewPoolProps(cfg, PoolDeps{Registry: h.reg, Clock: h.clock, Logger: h.logger()}))
+	h.pools[cfg.ID] = pid
+	return pid
+}
+
+// simPool is a pool whose engine is this test binary running the simulator.
+func simPool(id string, flags ...string) config.Pool {
+	cmd := append([]string{os.Args[0], "--host", "${HOST}", "--port", "${PORT}", "--model", "${MODEL_REF}"}, flags...)
+	return config.Pool{
+		ID: id, Engine: "llamacpp", EngineVersion: "v1", ModelRef: "test/model-a",
+		Command: cmd, Env: map[string]string{"POOL_MANAGERD_SIM": "1"}, Host: "127.0.0.1",
+		StartupTimeout: 20 * time.Second, StallTimeout: 0, StopGrace: 2 * time.Second, DrainDeadline: 10 * time.Second,
+		Readiness: config.Probe{Path: "/health", Timeout: time.Second},
+		Liveness:  config.Probe{Path: "/health", Interval: time.Hour, Timeout: time.Second, FailureThreshold: 3},
+		Restart: config.Restart{Initial: 10 * time.Millisecond, Multiplier: 2, Max: time.Second, Jitter: 0.1,
+			ResetAfter: time.Hour, MaxFailures: 5, Window: time.Hour},
+	}
+}
+
+// waitState waits for the pool's transition into want (an event, not a poll)
+// and returns the pool's status right after.
+func (h *harness) waitState(id string, want State) PoolStatus {
+	h.t.Helper()
+	deadline := time.After(waitLimit)
+	for {
+		select {
+		case tr, ok := <-h.events:
+			if !ok {
+				h.t.Fatal("event subscription dropped")
+			}
+			if tr.PoolID == id && tr.To == want {
+				return h.get(id)
+			}
+		case <-deadline:
+			h.t.Fatalf("pool %s never reached %s; now %+v\nlogs:\n%s", id, want, h.get(id), h.logs.String())
+		}
+	}
+}
+
+func (h *harness) get(id string) PoolStatus {
+	h.t.Helper()
+	r, err := h.sys.Root.RequestFuture(h.reg, &GetPool{PoolID: id}, 5*time.Second).Result()
+	if err != nil {
+		h.t.Fatalf("GetPool: %v", err)
+	}
+	return r.(*PoolReply).Status
+}
+
+func (h *harness) ask(pid *actor.PID, msg any) any {
+	h.t.Helper()
+	r, err := h.sys.Root.RequestFuture(pid, msg, 10*time.Second).Result()
+	if err != nil {
+		h.t.Fatalf("request %T: %v", msg, err)
+	}
+	return r
+}
+
+func cfgLiveness(interval, timeout time.Duration, threshold int) config.Probe {
+	return config.Probe{Path: "/health", Interval: interval, Timeout: timeout, FailureThreshold: threshold}
+}

@@ -1,0 +1,23 @@
+package actors
+
+import "time"
+
+// Observer receives the lifecycle facts that metrics count. Calls come from
+// pool actors and their goroutines, so implementations must be concurrency
+// safe and fast (a Prometheus counter increment, not I/O).
+type Observer interface {
+	Restart(poolID, reason string)                     // a failure scheduled a restart (or opened the breaker)
+	Preload(poolID, outcome string, d time.Duration)   // outcome: ready | failed | cancelled
+	Drain(poolID string, forced bool, d time.Duration) // a drain finished
+	Reload(poolID, outcome string)                     // succeeded | rolled_back | failed | cancelled
+	Probe(poolID, kind string, d time.Duration)        // kind: readiness | liveness
+}
+
+// NopObserver ignores everything.
+type NopObserver struct{}
+
+func (NopObserver) Restart(string, string)                {}
+func (NopObserver) Preload(string, string, time.Duration) {}
+func (NopObserver) Drain(string, bool, time.Duration)     {}
+func (NopObserver) Reload(string, string)                 {}
+func (NopObserver) Probe(string, string, time.Duration)   {}

@@ -1,0 +1,348 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/pool-managerd/pool-managerd/config"
+	"github.com/pool-managerd/pool-managerd/engine"
+	"github.com/pool-managerd/pool-managerd/gpu"
+)
+
+// PoolDeps is what a pool actor needs from the daemon.
+type PoolDeps struct {
+	Registry    *actor.PID
+	Guard       gpu.Guard
+	Clock       Clock
+	Logger      *slog.Logger // already carries nothing pool-specific
+	SelfExe     string       // ${SELF}: the pool-managerd binary
+	StateDir    string       // pid records; "" = none
+	ProbeClient *http.Client
+	Observer    Observer
+	Stopped     bool // start in stopped instead of preload
+}
+
+// Engine output handling: how many lines each pool keeps in memory for
+// GET /logs and crash forensics, and how many per second reach the journal.
+const (
+	logRingLines = 1000
+	logRatePerS  = 200
+	logBurst     = 400
+)
+
+// readinessPoll is how often a preloading engine's readiness endpoint is
+// polled: fast enough that a ready engine is seen within tens of ms, cheap
+// enough (one loopback GET) to run for every preloading pool.
+const readinessPoll = 10 * time.Millisecond
+
+// killWait bounds how long an actor that is being stopped waits for its
+// engine's process group to die after SIGKILL.
+const killWait = 5 * time.Second
+
+// Timer kinds.
+const (
+	tStartup = "startup_timeout"
+	tStall   = "stall_timeout"
+	tRestart = "restart"
+	tDrain   = "drain_deadline"
+)
+
+type pool struct {
+	d      PoolDeps
+	cfg    config.Pool
+	log    *slog.Logger
+	sink   *engine.Sink
+	policy *Policy
+	self   *actor.PID
+	root   *actor.RootContext
+
+	st      PoolStatus
+	pending []Transition
+	dirty   bool
+
+	gen          uint64             // bumped whenever running work (spawn, probes) is abandoned
+	cancel       context.CancelFunc // cancels the goroutines of gen
+	proc         *engine.Process    // the engine, until its stop completes
+	stopReq      bool               // we asked proc to stop
+	afterStop    func()             // continuation once proc is gone
+	spawns       int
+	preloadStart time.Time
+	activity     atomic.Int64 // unix nanos of the last readiness-probe change (stall detection)
+	liveFails    int
+	restartDue   bool
+
+	timers map[string]timerRef
+	token  uint64
+
+	drain           *drainOp
+	drainDeadlineAt time.Time
+	reload          *reloadOp
+}
+
+type timerRef struct {
+	token uint64
+	t     Timer
+}
+
+type drainOp struct {
+	start          time.Time
+	reason         string
+	leases         int // -1: not yet told by the registry
+	deadlinePassed bool
+	stopping       bool
+	then           func() // reload continues here instead of going to stopped
+}
+
+type reloadOp struct {
+	old, new config.Pool
+	start    time.Time
+	phase    string // drain | new | rollback
+	err      string
+	result   chan ReloadResult
+}
+
+// ---- internal messages (results of goroutines, timers) ----
+
+type spawned struct {
+	gen     uint64
+	proc    *engine.Process
+	url     string
+	devices []gpu.Device
+}
+type spawnFailed struct {
+	gen    uint64
+	reason string
+	err    error
+}
+type exited struct{ proc *engine.Process }
+type probeReady struct{ gen uint64 }
+type livenessResult struct {
+	gen uint64
+	res engine.ProbeResult
+}
+type engineStopped struct {
+	proc *engine.Process
+	exit engine.Exit
+}
+type timerFired struct {
+	kind  string
+	token uint64
+}
+
+func (spawned) poolMsg()        {}
+func (spawnFailed) poolMsg()    {}
+func (exited) poolMsg()         {}
+func (probeReady) poolMsg()     {}
+func (livenessResult) poolMsg() {}
+func (engineStopped) poolMsg()  {}
+func (timerFired) poolMsg()     {}
+
+// NewPoolProps builds the props of one pool's actor.
+func NewPoolProps(cfg config.Pool, d PoolDeps) *actor.Props {
+	if d.Clock == nil {
+		d.Clock = RealClock{}
+	}
+	if d.Observer == nil {
+		d.Observer = NopObserver{}
+	}
+	if d.Guard == nil {
+		d.Guard = gpu.NoGuard{}
+	}
+	if d.ProbeClient == nil {
+		d.ProbeClient = engine.NewProbeClient()
+	}
+	log := d.Logger.With("pool_id", cfg.ID)
+	sink := engine.NewSink(log, logRingLines, logRatePerS, logBurst)
+	return actor.PropsFromProducer(func() actor.Actor {
+		p := &pool{d: d, cfg: cfg, log: log, sink: sink, timers: map[string]timerRef{}}
+		p.policy = NewPolicy(cfg.Restart, d.Clock)
+		p.st = PoolStatus{PoolID: cfg.ID, State: StateStopped, Devices: []gpu.Device{}}
+		p.applyCfgToStatus()
+		return p
+	})
+}
+
+func (a *pool) applyCfgToStatus() {
+	a.st.Engine = a.cfg.Engine
+	a.st.EngineVersion = a.cfg.EngineVersion
+	a.st.ModelRef = a.cfg.ModelRef
+	a.st.Slots = a.cfg.Slots
+	a.dirty = true
+}
+
+func (a *pool) now() time.Time { return a.d.Clock.Now() }
+
+// Receive handles one message; it never blocks.
+func (a *pool) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		a.self, a.root = ctx.Self(), ctx.ActorSystem().Root
+		a.st.StateSinceMS = a.now().UnixMilli()
+		ctx.Send(a.d.Registry, &RegisterPool{Status: a.st, PID: a.self})
+		if !a.d.Stopped {
+			a.startPreload("start")
+		}
+	case *actor.Stopping, *actor.Restarting:
+		a.shutdownNow()
+	case *actor.Stopped:
+	case *spawned:
+		a.onSpawned(m)
+	case *spawnFailed:
+		if m.gen == a.gen && a.st.State == StatePreload {
+			a.fail(m.reason, m.err)
+		}
+	case *exited:
+		a.onExited(m)
+	case *probeReady:
+		if m.gen == a.gen && a.st.State == StatePreload && a.proc != nil {
+			a.becomeReady()
+		}
+	case *livenessResult:
+		a.onLiveness(m)
+	case *engineStopped:
+		a.onStopped(m)
+	case *timerFired:
+		a.onTimer(m)
+	case *Drain:
+		ctx.Respond(a.handleDrain(m))
+	case *LeasesChanged:
+		a.onLeases(m.Active)
+	case *Reload:
+		ctx.Respond(a.handleReload(m))
+	case *Start:
+		ctx.Respond(a.handleStart())
+	case *GPUEvent:
+		a.onGPUEvent(m.Event)
+	case *GetLogs:
+		ctx.Respond(&LogsReply{Lines: a.sink.Tail(m.Tail)})
+	default:
+		a.log.Warn("pool: unknown message", "type", fmt.Sprintf("%T", m))
+	}
+	a.publish()
+}
+
+// publish sends the status to the registry when it changed.
+func (a *pool) publish() {
+	if !a.dirty || a.root == nil {
+		return
+	}
+	st := a.st
+	a.root.Send(a.d.Registry, &StatusUpdate{Status: st, Transitions: a.pending})
+	a.pending, a.dirty = nil, false
+}
+
+func (a *pool) transition(to State, reason string) {
+	from := a.st.State
+	now := a.now()
+	a.st.State = to
+	a.st.Ready = to == StateReady
+	a.st.Draining = to == StateDraining
+	a.st.StateSinceMS = now.UnixMilli()
+	if to == StateReady {
+		a.st.ReadySinceMS = ptr(now.UnixMilli())
+	} else {
+		a.st.ReadySinceMS = nil
+	}
+	if to != StateBackoff {
+		a.st.NextRestartAtMS = nil
+	}
+	a.pending = append(a.pending, Transition{PoolID: a.cfg.ID, From: from, To: to, Reason: reason, AtMS: now.UnixMilli()})
+	a.dirty = true
+	attrs := []any{"from", from, "to", to, "reason", reason, "engine", a.cfg.Engine,
+		"engine_version", a.cfg.EngineVersion, "restart_count", a.st.RestartCount}
+	if a.st.PID != nil {
+		attrs = append(attrs, "pid", *a.st.PID)
+	}
+	if a.st.NextRestartAtMS != nil {
+		attrs = append(attrs, "next_restart_at", time.UnixMilli(*a.st.NextRestartAtMS).UTC().Format(time.RFC3339Nano),
+			"backoff_ms", *a.st.NextRestartAtMS-now.UnixMilli())
+	}
+	if to == StateBackoff || to == StateFailed {
+		if a.st.LastError != nil {
+			attrs = append(attrs, "last_error", *a.st.LastError)
+		}
+		a.log.Warn("pool.state", attrs...)
+		return
+	}
+	a.log.Info("pool.state", attrs...)
+}
+
+func (a *pool) setError(msg string) {
+	a.st.LastError = ptr(msg)
+	a.st.LastErrorAtMS = ptr(a.now().UnixMilli())
+	a.dirty = true
+}
+
+// ---- timers ----
+
+func (a *pool) armTimer(kind string, d time.Duration) {
+	a.cancelTimer(kind)
+	a.token++
+	tok, self, root := a.token, a.self, a.root
+	t := a.d.Clock.AfterFunc(d, func() { root.Send(self, &timerFired{kind: kind, token: tok}) })
+	a.timers[kind] = timerRef{token: tok, t: t}
+}
+
+func (a *pool) cancelTimer(kind string) {
+	if r, ok := a.timers[kind]; ok {
+		r.t.Stop()
+		delete(a.timers, kind)
+	}
+}
+
+func (a *pool) onTimer(m *timerFired) {
+	r, ok := a.timers[m.kind]
+	if !ok || r.token != m.token {
+		return // cancelled or re-armed: stale
+	}
+	delete(a.timers, m.kind)
+	switch m.kind {
+	case tStartup:
+		if a.st.State == StatePreload {
+			a.fail("startup_timeout", fmt.Errorf("engine not ready within startup_timeout %s", a.cfg.StartupTimeout))
+		}
+	case tStall:
+		a.checkStall()
+	case tRestart:
+		a.restartDue = true
+		if a.st.State == StateBackoff && a.proc == nil {
+			a.startPreload("backoff elapsed")
+		}
+	case tDrain:
+		if a.drain != nil {
+			a.drain.deadlinePassed = true
+			if a.drain.leases >= 0 {
+				a.drainStop(a.drain.leases > 0)
+			}
+		}
+	}
+}
+
+// checkStall fails a preload that showed no sign of life (no output line, no
+// change in its readiness answer) for stall_timeout.
+func (a *pool) checkStall() {
+	if a.st.State != StatePreload {
+		return
+	}
+	last := a.preloadStart
+	if t := time.Unix(0, a.activity.Load()); t.After(last) {
+		last = t
+	}
+	if a.proc != nil {
+		if t := a.proc.LastActivity(); t.After(last) {
+			last = t
+		}
+	}
+	idle := a.now().Sub(last)
+	if idle >= a.cfg.StallTimeout {
+		a.fail("stall_timeout", fmt.Errorf("engine stalled: no output and no readiness change for %s (stall_timeout %s)", idle.Round(time.Millisecond), a.cfg.StallTimeout))
+		return
+	}
+	a.armTimer(tStall, a.cfg.StallTimeout-idle)
+}

@@ -1,0 +1,245 @@
+package actors
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/pool-managerd/pool-managerd/config"
+	"github.com/pool-managerd/pool-managerd/gpu"
+)
+
+// ---- drain ----
+
+// handleDrain: at once draining (no new leases), then the engine stops when
+// leases reach 0 or at the deadline. A negative deadline means the pool's
+// drain_deadline. Idempotent: a second drain can only shorten the deadline.
+func (a *pool) handleDrain(m *Drain) *CommandReply {
+	deadline := m.Deadline
+	if deadline < 0 {
+		deadline = a.cfg.DrainDeadline
+	}
+	reason := m.Reason
+	if reason == "" {
+		reason = "drain"
+	}
+	if a.reload != nil {
+		a.finishReload("cancelled", false, "reload cancelled by "+reason)
+		if a.drain != nil {
+			a.drain.then = nil // the drain now ends in stopped
+		}
+	}
+	switch a.st.State {
+	case StateStopped:
+		return &CommandReply{State: StateStopped}
+	case StateDraining:
+		if a.drain != nil && !a.drain.stopping {
+			a.drain.reason = reason
+			a.armTimerIfSooner(deadline)
+		}
+		return &CommandReply{State: StateDraining}
+	}
+	a.beginDrain(deadline, reason, nil)
+	return &CommandReply{State: a.st.State}
+}
+
+// beginDrain enters draining. From ready the engine keeps serving its leases;
+// from any other state there is nothing to wait for and the engine stops now.
+func (a *pool) beginDrain(deadline time.Duration, reason string, then func()) {
+	wasReady := a.st.State == StateReady
+	a.cancelTimer(tRestart)
+	a.abandonTimersOnly()
+	a.policy.NotReady()
+	a.drain = &drainOp{start: a.now(), reason: reason, leases: -1, then: then}
+	a.drainDeadlineAt = a.now().Add(deadline)
+	a.transition(StateDraining, reason)
+	a.log.Info("drain.started", "reason", reason, "deadline_ms", deadline.Milliseconds())
+	if !wasReady {
+		a.abandonRun() // a preload in flight is abandoned, not awaited
+		a.drain.leases = 0
+		a.drainStop(false)
+		return
+	}
+	a.armTimer(tDrain, deadline)
+}
+
+func (a *pool) armTimerIfSooner(deadline time.Duration) {
+	at := a.now().Add(deadline)
+	if at.Before(a.drainDeadlineAt) {
+		a.drainDeadlineAt = at
+		a.armTimer(tDrain, deadline)
+	}
+}
+
+func (a *pool) onLeases(n int) {
+	if a.drain == nil || a.drain.stopping {
+		return
+	}
+	a.drain.leases = n
+	if n == 0 {
+		a.drainStop(false)
+	} else if a.drain.deadlinePassed {
+		a.drainStop(true)
+	}
+}
+
+func (a *pool) drainStop(forced bool) {
+	d := a.drain
+	if d.stopping {
+		return
+	}
+	d.stopping = true
+	a.cancelTimer(tDrain)
+	final := d.leases
+	if final < 0 {
+		final = 0
+	}
+	a.stopEngine(func() { a.finishDrain(forced, final) })
+}
+
+func (a *pool) finishDrain(forced bool, final ...int) {
+	d := a.drain
+	if d == nil {
+		return
+	}
+	a.drain = nil
+	a.cancelTimer(tDrain)
+	fl := 0
+	if len(final) > 0 {
+		fl = final[0]
+	}
+	dur := a.now().Sub(d.start)
+	a.st.LastDrain = &DrainInfo{Forced: forced, DurationMS: dur.Milliseconds(), FinalLeases: fl}
+	a.dirty = true
+	a.d.Observer.Drain(a.cfg.ID, forced, dur)
+	a.log.Info("drain.finished", "reason", d.reason, "forced", forced, "duration_ms", dur.Milliseconds(), "final_leases", fl)
+	if d.then != nil {
+		d.then()
+		return
+	}
+	a.transition(StateStopped, d.reason+" done")
+}
+
+// ---- reload ----
+
+func (a *pool) handleReload(m *Reload) *CommandReply {
+	if a.reload != nil {
+		return &CommandReply{State: a.st.State, Err: &Error{Code: CodeReloadInProgress, Message: "a reload of pool " + quote(a.cfg.ID) + " is already running"}}
+	}
+	if a.drain != nil || a.st.State == StateDraining {
+		return &CommandReply{State: a.st.State, Err: &Error{Code: CodePoolDraining, Message: "pool " + quote(a.cfg.ID) + " is draining"}}
+	}
+	next := a.cfg
+	if m.Config != nil {
+		next = *m.Config
+	} else {
+		next.ModelRef = m.ModelRef
+		if m.EngineVersion != "" {
+			next.EngineVersion = m.EngineVersion
+		}
+	}
+	deadline := m.Deadline
+	if deadline < 0 {
+		deadline = a.cfg.DrainDeadline
+	}
+	a.reload = &reloadOp{old: a.cfg, new: next, start: a.now(), phase: "drain", result: m.Result}
+	a.st.Reloading = true
+	a.dirty = true
+	a.log.Info("reload.started", "model_ref", next.ModelRef, "engine_version", next.EngineVersion,
+		"from_model_ref", a.cfg.ModelRef, "from_engine_version", a.cfg.EngineVersion)
+	switch a.st.State {
+	case StateReady:
+		a.beginDrain(deadline, "reload", a.reloadStartNew)
+	default: // preload, backoff, stopped, failed: nothing to drain
+		a.cancelTimer(tRestart)
+		a.abandonRun()
+		a.stopEngine(a.reloadStartNew)
+	}
+	return &CommandReply{State: a.st.State, Changed: true}
+}
+
+func (a *pool) reloadStartNew() {
+	r := a.reload
+	if r == nil {
+		return
+	}
+	r.phase = "new"
+	a.setCfg(r.new)
+	a.startPreload("reload")
+}
+
+// setCfg switches the pool to another config (reload, rollback, SIGHUP).
+func (a *pool) setCfg(c config.Pool) {
+	if c.Restart != a.cfg.Restart {
+		a.policy = NewPolicy(c.Restart, a.d.Clock)
+	}
+	a.cfg = c
+	a.applyCfgToStatus()
+}
+
+func (a *pool) rollback(why string) {
+	r := a.reload
+	r.phase = "rollback"
+	r.err = why
+	a.setError(fmt.Sprintf("reload to %s (%s) failed: %s; rolling back to %s (%s)",
+		r.new.ModelRef, r.new.EngineVersion, why, r.old.ModelRef, r.old.EngineVersion))
+	a.log.Warn("reload.rollback", "last_error", why)
+	a.stopEngine(func() {
+		a.setCfg(r.old)
+		a.startPreload("rollback")
+	})
+}
+
+func (a *pool) finishReload(result string, rolledBack bool, errMsg string) {
+	r := a.reload
+	a.reload = nil
+	a.st.Reloading = false
+	dur := a.now().Sub(r.start)
+	a.st.LastReload = &ReloadInfo{Result: result, RolledBack: rolledBack, DurationMS: dur.Milliseconds(), Error: errMsg}
+	a.dirty = true
+	a.d.Observer.Reload(a.cfg.ID, result)
+	a.log.Info("reload.finished", "result", result, "rolled_back", rolledBack, "duration_ms", dur.Milliseconds(),
+		"engine_version", a.cfg.EngineVersion, "model_ref", a.cfg.ModelRef)
+	if r.result != nil {
+		select {
+		case r.result <- ReloadResult{Result: result, RolledBack: rolledBack, EngineVersion: a.cfg.EngineVersion, Duration: dur, Error: errMsg}:
+		default:
+		}
+	}
+}
+
+// ---- start ----
+
+func (a *pool) handleStart() *CommandReply {
+	switch a.st.State {
+	case StatePreload, StateReady:
+		return &CommandReply{State: a.st.State}
+	case StateDraining:
+		return &CommandReply{State: a.st.State, Err: &Error{Code: CodePoolDraining, Message: "pool " + quote(a.cfg.ID) + " is draining"}}
+	}
+	a.policy.Reset()
+	a.st.ConsecutiveFailures = 0
+	if c, ok := a.d.Guard.(interface{ ClearUnhealthy(string) }); ok {
+		for _, d := range a.st.Devices {
+			c.ClearUnhealthy(d.UUID) // an operator restart clears a device-level XID mark
+		}
+	}
+	a.cancelTimer(tRestart)
+	a.stopEngine(func() { a.startPreload("start") })
+	return &CommandReply{State: a.st.State, Changed: true}
+}
+
+// ---- GPU health ----
+
+func (a *pool) onGPUEvent(ev gpu.Event) {
+	uses := false
+	for _, d := range a.st.Devices {
+		if d.UUID == ev.UUID {
+			uses = true
+		}
+	}
+	if !uses || a.proc == nil || a.stopReq {
+		return
+	}
+	a.log.Error("gpu.xid", "uuid", ev.UUID, "xid", ev.XID, "device_level", ev.DeviceLevel, "message", ev.Message)
+	a.fail("gpu_xid", fmt.Errorf("gpu: XID %d on %s: %s", ev.XID, ev.UUID, ev.Message))
+}

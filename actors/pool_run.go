@@ -1,0 +1,386 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/pool-managerd/pool-managerd/config"
+	"github.com/pool-managerd/pool-managerd/engine"
+	"github.com/pool-managerd/pool-managerd/engine/pidrec"
+	"github.com/pool-managerd/pool-managerd/gpu"
+)
+
+// startPreload begins a new engine attempt: guardrail, model check, spawn and
+// readiness polling run in a goroutine that reports back with messages.
+func (a *pool) startPreload(reason string) {
+	a.abandonRun()
+	a.cancelTimer(tRestart)
+	a.restartDue = false
+	a.liveFails = 0
+	a.preloadStart = a.now()
+	a.activity.Store(time.Now().UnixNano())
+	a.transition(StatePreload, reason)
+	a.armTimer(tStartup, a.cfg.StartupTimeout)
+	if a.cfg.StallTimeout > 0 {
+		a.armTimer(tStall, a.cfg.StallTimeout)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	go a.preload(ctx, a.gen, a.cfg)
+}
+
+// abandonRun makes every goroutine result of the current generation stale and
+// cancels its probes and preload timers.
+func (a *pool) abandonRun() {
+	a.gen++
+	if a.cancel != nil {
+		a.cancel()
+		a.cancel = nil
+	}
+	a.cancelTimer(tStartup)
+	a.cancelTimer(tStall)
+}
+
+// preload runs outside the actor: it may read only its arguments, a.d, a.sink
+// and atomics.
+func (a *pool) preload(ctx context.Context, gen uint64, cfg config.Pool) {
+	send := func(m any) { a.root.Send(a.self, m) }
+	if filepath.IsAbs(cfg.ModelRef) {
+		if _, err := os.Stat(cfg.ModelRef); err != nil {
+			send(&spawnFailed{gen: gen, reason: "model_missing", err: fmt.Errorf("model_ref: %w", err)})
+			return
+		}
+	}
+	devs, err := a.d.Guard.Check(ctx, gpu.Requirements{PoolID: cfg.ID, Devices: cfg.Devices, MinFreeVRAMMiB: cfg.MinFreeVRAMMiB})
+	if err != nil {
+		send(&spawnFailed{gen: gen, reason: "guardrail", err: err})
+		return
+	}
+	proc, url, err := a.spawn(cfg, devs)
+	if err != nil {
+		send(&spawnFailed{gen: gen, reason: "spawn_error", err: err})
+		return
+	}
+	send(&spawned{gen: gen, proc: proc, url: url, devices: devs})
+	go func() {
+		<-proc.Done()
+		send(&exited{proc: proc})
+	}()
+	a.pollReadiness(ctx, gen, proc, url+cfg.Readiness.Path, cfg.Readiness.Timeout)
+}
+
+func (a *pool) spawn(cfg config.Pool, devs []gpu.Device) (*engine.Process, string, error) {
+	port := cfg.Port
+	if port == 0 {
+		p, err := engine.FreePort(cfg.Host)
+		if err != nil {
+			return nil, "", fmt.Errorf("pick a free port on %s: %w", cfg.Host, err)
+		}
+		port = p
+	}
+	vars := map[string]string{"PORT": strconv.Itoa(port), "HOST": cfg.Host, "MODEL_REF": cfg.ModelRef,
+		"POOL_ID": cfg.ID, "SELF": a.d.SelfExe}
+	argv, err := engine.ExpandAll(cfg.Command, vars)
+	if err != nil {
+		return nil, "", fmt.Errorf("command: %w", err)
+	}
+	extra := map[string]string{}
+	for k, v := range cfg.Env {
+		if extra[k], err = engine.Expand(v, vars); err != nil {
+			return nil, "", fmt.Errorf("env %s: %w", k, err)
+		}
+	}
+	for k, v := range gpu.CUDAEnv(devs) {
+		extra[k] = v
+	}
+	spec := engine.Spec{PoolID: cfg.ID, Argv: argv, Env: engine.CleanEnv(os.Environ(), extra), Sink: a.sink}
+	if cfg.User != "" {
+		if spec.Credential, err = engine.LookupCredential(cfg.User); err != nil {
+			return nil, "", fmt.Errorf("user %q: %w", cfg.User, err)
+		}
+	}
+	proc, err := engine.Start(spec)
+	if err != nil {
+		return nil, "", fmt.Errorf("spawn %s: %w", argv[0], err)
+	}
+	if a.d.StateDir != "" {
+		if err := pidrec.Write(a.d.StateDir, cfg.ID, proc.Pid(), proc.Pid(), argv[0]); err != nil {
+			a.log.Warn("pidrec.write_failed", "pid", proc.Pid(), "err", err)
+		}
+	}
+	return proc, "http://" + net.JoinHostPort(cfg.Host, strconv.Itoa(port)), nil
+}
+
+// pollReadiness probes until the engine answers 2xx, the engine exits or the
+// attempt is abandoned. Each change of answer counts as activity for the
+// stall timeout.
+func (a *pool) pollReadiness(ctx context.Context, gen uint64, proc *engine.Process, url string, timeout time.Duration) {
+	tick := time.NewTicker(readinessPoll)
+	defer tick.Stop()
+	last := -1
+	for {
+		r := engine.Probe(ctx, a.d.ProbeClient, url, timeout)
+		a.d.Observer.Probe(a.cfg.ID, "readiness", r.Duration)
+		if r.Status != last {
+			last = r.Status
+			a.activity.Store(time.Now().UnixNano())
+		}
+		if r.OK() {
+			a.root.Send(a.self, &probeReady{gen: gen})
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-proc.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (a *pool) onSpawned(m *spawned) {
+	if m.gen != a.gen || a.st.State != StatePreload {
+		a.log.Info("engine.stale_spawn", "pid", m.proc.Pid())
+		go a.stopProc(m.proc) // abandoned attempt: its engine must not survive
+		return
+	}
+	a.proc, a.stopReq = m.proc, false
+	if a.spawns > 0 {
+		a.st.RestartCount++
+	}
+	a.spawns++
+	pid := m.proc.Pid()
+	a.st.PID, a.st.URL, a.st.Live = &pid, ptr(m.url), true
+	a.st.StartedAtMS = ptr(m.proc.StartedAt().UnixMilli())
+	if m.devices != nil {
+		a.st.Devices = m.devices
+	}
+	a.dirty = true
+	a.log.Info("engine.spawned", "pid", pid, "url", m.url, "engine", a.cfg.Engine,
+		"engine_version", a.cfg.EngineVersion, "restart_count", a.st.RestartCount)
+}
+
+// stopProc stops an engine and removes its pid record; it runs in a goroutine.
+func (a *pool) stopProc(p *engine.Process) engine.Exit {
+	ex := p.Stop(a.cfg.StopGrace)
+	if a.d.StateDir != "" {
+		_ = pidrec.Remove(a.d.StateDir, a.cfg.ID, p.Pid())
+	}
+	return ex
+}
+
+func (a *pool) becomeReady() {
+	a.abandonTimersOnly()
+	now := a.now()
+	a.policy.Ready(now)
+	a.st.ConsecutiveFailures = 0
+	a.st.LastHeartbeatMS = ptr(now.UnixMilli())
+	a.d.Observer.Preload(a.cfg.ID, "ready", now.Sub(a.preloadStart))
+	a.transition(StateReady, "readiness probe succeeded")
+	a.log.Info("engine.ready", "pid", a.procPid(), "duration_ms", now.Sub(a.preloadStart).Milliseconds())
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	go a.liveness(ctx, a.gen, *a.st.URL+a.cfg.Liveness.Path)
+	if r := a.reload; r != nil {
+		if r.phase == "new" {
+			a.finishReload("succeeded", false, "")
+		} else if r.phase == "rollback" {
+			a.finishReload("rolled_back", true, r.err)
+		}
+	}
+}
+
+func (a *pool) abandonTimersOnly() {
+	a.cancelTimer(tStartup)
+	a.cancelTimer(tStall)
+}
+
+func (a *pool) procPid() int {
+	if a.proc == nil {
+		return 0
+	}
+	return a.proc.Pid()
+}
+
+// liveness probes every interval while the engine is ready or draining.
+func (a *pool) liveness(ctx context.Context, gen uint64, url string) {
+	cfg := a.cfg.Liveness
+	for {
+		tick := make(chan struct{})
+		t := a.d.Clock.AfterFunc(cfg.Interval, func() { close(tick) })
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-tick:
+		}
+		r := engine.Probe(ctx, a.d.ProbeClient, url, cfg.Timeout)
+		if ctx.Err() != nil {
+			return
+		}
+		a.d.Observer.Probe(a.cfg.ID, "liveness", r.Duration)
+		a.root.Send(a.self, &livenessResult{gen: gen, res: r})
+	}
+}
+
+func (a *pool) onLiveness(m *livenessResult) {
+	if m.gen != a.gen || a.proc == nil || a.stopReq {
+		return
+	}
+	if m.res.OK() {
+		a.liveFails = 0
+		a.st.LastHeartbeatMS = ptr(a.now().UnixMilli())
+		a.st.Live = true
+		a.dirty = true
+		return
+	}
+	a.liveFails++
+	why := probeWhy(m.res)
+	a.log.Warn("probe.liveness_failed", "pid", a.procPid(), "failures", a.liveFails,
+		"threshold", a.cfg.Liveness.FailureThreshold, "last_error", why)
+	if a.liveFails >= a.cfg.Liveness.FailureThreshold {
+		a.st.Live = false
+		a.fail("liveness", fmt.Errorf("liveness failed %d times in a row: %s", a.liveFails, why))
+	}
+}
+
+func probeWhy(r engine.ProbeResult) string {
+	if r.Err != nil {
+		return r.Err.Error()
+	}
+	return "HTTP " + strconv.Itoa(r.Status)
+}
+
+func (a *pool) onExited(m *exited) {
+	if m.proc != a.proc || a.stopReq {
+		return // we asked for it (or it is an abandoned engine): onStopped handles it
+	}
+	ex := m.proc.Exit()
+	a.st.Live = false
+	a.dirty = true
+	attrs := []any{"pid", m.proc.Pid(), "exit_code", ex.Code, "reason", "unexpected"}
+	if ex.Signal != "" {
+		attrs = append(attrs, "signal", ex.Signal)
+	}
+	a.log.Warn("engine.exited", attrs...)
+	msg := "engine exited unexpectedly (" + ex.String() + ")"
+	if line := a.sink.LastLine("stderr"); line != "" {
+		msg += "; last stderr: " + truncate(line, 300)
+	}
+	a.fail("exit", errors.New(msg))
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// fail handles any failure of the current attempt or engine.
+func (a *pool) fail(reason string, err error) {
+	now := a.now()
+	if a.st.State == StatePreload {
+		a.d.Observer.Preload(a.cfg.ID, "failed", now.Sub(a.preloadStart))
+	}
+	a.abandonRun()
+	a.setError(err.Error())
+	a.log.Warn("pool.failure", "reason", reason, "last_error", err.Error(), "pid", a.procPid())
+	if r := a.reload; r != nil {
+		switch r.phase {
+		case "new":
+			a.rollback(err.Error())
+			return
+		case "rollback":
+			a.finishReload("failed", false, "reload failed: "+r.err+"; rollback failed: "+err.Error())
+		}
+	}
+	if a.drain != nil { // the engine died while draining: the drain is done
+		a.stopEngine(func() { a.finishDrain(false) })
+		return
+	}
+	a.policy.NotReady()
+	dec := a.policy.Failure(now)
+	a.st.ConsecutiveFailures++
+	a.d.Observer.Restart(a.cfg.ID, reason)
+	if dec.GiveUp {
+		a.transition(StateFailed, fmt.Sprintf("breaker open: %d failures within %s (last: %s)", dec.InWindow, a.cfg.Restart.Window, reason))
+		a.stopEngine(nil)
+		return
+	}
+	a.st.NextRestartAtMS = ptr(now.Add(dec.Delay).UnixMilli())
+	a.transition(StateBackoff, reason)
+	a.armTimer(tRestart, dec.Delay)
+	a.stopEngine(func() {
+		if a.restartDue && a.st.State == StateBackoff {
+			a.startPreload("backoff elapsed")
+		}
+	})
+}
+
+// stopEngine stops the engine (if any) in a goroutine and runs then once it
+// is gone. A later call replaces the continuation of an earlier one.
+func (a *pool) stopEngine(then func()) {
+	if a.proc == nil {
+		a.afterStop = nil
+		if then != nil {
+			then()
+		}
+		return
+	}
+	a.afterStop = then
+	if a.stopReq {
+		return
+	}
+	a.stopReq = true
+	a.abandonRun()
+	p := a.proc
+	go func() {
+		ex := a.stopProc(p)
+		a.root.Send(a.self, &engineStopped{proc: p, exit: ex})
+	}()
+}
+
+func (a *pool) onStopped(m *engineStopped) {
+	if m.proc != a.proc {
+		return
+	}
+	a.log.Info("engine.stopped", "pid", m.proc.Pid(), "exit_code", m.exit.Code, "signal", m.exit.Signal)
+	a.proc, a.stopReq = nil, false
+	a.st.PID, a.st.URL, a.st.Live, a.st.StartedAtMS = nil, nil, false, nil
+	a.dirty = true
+	then := a.afterStop
+	a.afterStop = nil
+	if then != nil {
+		then()
+	}
+}
+
+// shutdownNow runs when the actor stops (daemon exit, or a restart after a
+// panic): the engine's whole process group is killed before the actor goes.
+func (a *pool) shutdownNow() {
+	a.abandonRun()
+	for k := range a.timers {
+		a.cancelTimer(k)
+	}
+	if a.proc != nil {
+		p := a.proc
+		p.Kill()
+		select {
+		case <-p.Done():
+		case <-time.After(killWait):
+			a.log.Error("engine.kill_timeout", "pid", p.Pid())
+		}
+		if a.d.StateDir != "" {
+			_ = pidrec.Remove(a.d.StateDir, a.cfg.ID, p.Pid())
+		}
+		a.proc = nil
+	}
+}

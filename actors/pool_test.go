@@ -1,0 +1,209 @@
+package actors
+
+import (
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestPoolBecomesReady(t *testing.T) {
+	h := newHarness(t, nil)
+	h.spawn(simPool("p1", "--load-time", "200ms"))
+	st := h.waitState("p1", StateReady)
+	if !st.Ready || !st.Live || st.PID == nil || st.URL == nil || st.Draining {
+		t.Fatalf("ready status incomplete: %+v", st)
+	}
+	resp, err := http.Get(*st.URL + "/health")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("engine at %s not healthy: %v %v", *st.URL, resp, err)
+	}
+	resp.Body.Close()
+	if st.RestartCount != 0 || st.LastError != nil {
+		t.Fatalf("fresh pool has restart_count %d, last_error %v", st.RestartCount, st.LastError)
+	}
+}
+
+// A SIGKILLed engine is restarted after a growing, jittered delay. The fake
+// clock shows the delays without waiting for them.
+func TestPoolKilledEngineRestartsWithGrowingBackoff(t *testing.T) {
+	clk := NewFakeClock(time.Unix(1_700_000_000, 0))
+	h := newHarness(t, clk)
+	cfg := simPool("p1")
+	cfg.Restart.Initial, cfg.Restart.Max = time.Second, time.Minute
+	h.spawn(cfg)
+	st := h.waitState("p1", StateReady)
+	var delays []time.Duration
+	for i := 0; i < 3; i++ {
+		if err := syscall.Kill(*st.PID, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		b := h.waitState("p1", StateBackoff)
+		if b.LastError == nil || !strings.Contains(*b.LastError, "SIGKILL") {
+			t.Fatalf("last_error should name the signal: %v", b.LastError)
+		}
+		d := time.Duration(*b.NextRestartAtMS-clk.Now().UnixMilli()) * time.Millisecond
+		delays = append(delays, d)
+		clk.Advance(d)
+		st = h.waitState("p1", StateReady)
+		if st.RestartCount != i+1 {
+			t.Fatalf("restart_count %d after %d restarts", st.RestartCount, i+1)
+		}
+	}
+	for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
+		if !within(delays[i], want, 0.1) {
+			t.Fatalf("delay %d = %v, want %v ±10%% (all: %v)", i, delays[i], want, delays)
+		}
+	}
+}
+
+func TestPoolExitingAtOnceTripsBreaker(t *testing.T) {
+	h := newHarness(t, nil)
+	cfg := simPool("p1", "--exit-immediately", "--exit-code", "3")
+	cfg.Restart.MaxFailures = 2
+	h.spawn(cfg)
+	st := h.waitState("p1", StateFailed)
+	if st.ConsecutiveFailures != 3 || st.Live || st.PID != nil {
+		t.Fatalf("failed pool: %+v", st)
+	}
+	if st.LastError == nil || !strings.Contains(*st.LastError, "exit code 3") {
+		t.Fatalf("last_error should carry the exit code: %v", st.LastError)
+	}
+	if st.LastError == nil || !strings.Contains(*st.LastError, "last stderr") {
+		t.Fatalf("last_error should carry the engine's last stderr line: %v", *st.LastError)
+	}
+}
+
+func gone(pid int) bool { return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) }
+
+func groupGone(pgid int) bool { return errors.Is(syscall.Kill(-pgid, 0), syscall.ESRCH) }
+
+func TestPoolSIGTERMIgnoringEngineIsKilledAfterGrace(t *testing.T) {
+	h := newHarness(t, nil)
+	cfg := simPool("p1", "--ignore-sigterm")
+	cfg.StopGrace = 300 * time.Millisecond
+	pid := h.spawn(cfg)
+	st := h.waitState("p1", StateReady)
+	h.ask(pid, &Drain{Deadline: 0})
+	end := h.waitState("p1", StateStopped)
+	if !gone(*st.PID) || !groupGone(*st.PID) {
+		t.Fatalf("engine %d survived its stop", *st.PID)
+	}
+	if end.LastDrain == nil || end.LastDrain.DurationMS < cfg.StopGrace.Milliseconds() {
+		t.Fatalf("stop returned before stop_grace: %+v", end.LastDrain)
+	}
+	if !strings.Contains(h.logs.String(), `"signal":"SIGKILL"`) {
+		t.Fatalf("engine.stopped should record SIGKILL; logs:\n%s", h.logs.String())
+	}
+}
+
+func TestPoolForkingEngineLeavesNoProcess(t *testing.T) {
+	h := newHarness(t, nil)
+	pid := h.spawn(simPool("p1", "--fork-children", "3"))
+	st := h.waitState("p1", StateReady)
+	h.ask(pid, &Drain{Deadline: 0})
+	h.waitState("p1", StateStopped)
+	if !groupGone(*st.PID) {
+		t.Fatalf("process group %d still has members after stop", *st.PID)
+	}
+}
+
+func TestPoolHungHealthFailsByStartupTimeout(t *testing.T) {
+	h := newHarness(t, nil)
+	cfg := simPool("p1", "--hang-health")
+	cfg.StartupTimeout = 400 * time.Millisecond
+	cfg.Readiness.Timeout = 100 * time.Millisecond
+	cfg.Restart.Initial = time.Hour
+	h.spawn(cfg)
+	st := h.waitState("p1", StateBackoff)
+	if st.LastError == nil || !strings.Contains(*st.LastError, "startup_timeout") {
+		t.Fatalf("last_error: %v", st.LastError)
+	}
+	h.waitPID(t, "p1") // the hung engine is stopped, not left running
+}
+
+// waitPID waits (by polling the registry) until the pool no longer has an engine.
+func (h *harness) waitPID(t *testing.T, id string) PoolStatus {
+	deadline := time.Now().Add(waitLimit)
+	for time.Now().Before(deadline) {
+		if st := h.get(id); st.PID == nil {
+			return st
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("pool %s kept its engine", id)
+	return PoolStatus{}
+}
+
+func TestPoolHungHealthWhenReadyFailsLiveness(t *testing.T) {
+	h := newHarness(t, nil)
+	cfg := simPool("p1", "--hang-health-after", "300ms")
+	cfg.Liveness = cfgLiveness(100*time.Millisecond, 100*time.Millisecond, 2)
+	cfg.Restart.Initial = time.Hour
+	h.spawn(cfg)
+	h.waitState("p1", StateReady)
+	st := h.waitState("p1", StateBackoff)
+	if st.LastError == nil || !strings.Contains(*st.LastError, "liveness") {
+		t.Fatalf("last_error: %v", st.LastError)
+	}
+	if st.LastHeartbeatMS == nil {
+		t.Fatal("a ready engine with passing liveness should have had a heartbeat")
+	}
+}
+
+func TestPoolMissingModelNeverSpawns(t *testing.T) {
+	h := newHarness(t, nil)
+	cfg := simPool("p1")
+	cfg.ModelRef = filepath.Join(t.TempDir(), "missing.gguf")
+	cfg.Restart.Initial = time.Hour
+	h.spawn(cfg)
+	st := h.waitState("p1", StateBackoff)
+	if st.LastError == nil || !strings.Contains(*st.LastError, "missing.gguf") {
+		t.Fatalf("last_error should name the model: %v", st.LastError)
+	}
+	if strings.Contains(h.logs.String(), "engine.spawned") {
+		t.Fatal("an engine was spawned for a missing model")
+	}
+}
+
+func TestPoolStallTimeout(t *testing.T) {
+	h := newHarness(t, nil)
+	cfg := simPool("p1", "--hang-health")
+	cfg.StallTimeout = 300 * time.Millisecond
+	cfg.Readiness.Timeout = 5 * time.Second // the probe hangs: no answer is no change
+	cfg.Restart.Initial = time.Hour
+	h.spawn(cfg)
+	st := h.waitState("p1", StateBackoff)
+	if st.LastError == nil || !strings.Contains(*st.LastError, "stall") {
+		t.Fatalf("last_error: %v", st.LastError)
+	}
+}
+
+func TestPoolStartFromFailedResetsBreaker(t *testing.T) {
+	h := newHarness(t, nil)
+	dir := t.TempDir()
+	model := filepath.Join(dir, "m.gguf")
+	cfg := simPool("p1")
+	cfg.ModelRef = model
+	cfg.Restart.MaxFailures = 0
+	pid := h.spawn(cfg)
+	h.waitState("p1", StateFailed)
+	if err := os.WriteFile(model, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := h.ask(pid, &Start{}).(*CommandReply)
+	if r.Err != nil || !r.Changed {
+		t.Fatalf("start: %+v", r)
+	}
+	st := h.waitState("p1", StateReady)
+	if st.ConsecutiveFailures != 0 {
+		t.Fatalf("breaker not reset: %+v", st)
+	}
+	if r := h.ask(pid, &Start{}).(*CommandReply); r.Changed || r.State != StateReady {
+		t.Fatalf("start on a ready pool: %+v", r)
+	}
+}

@@ -1,0 +1,314 @@
+package actors
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+)
+
+// Registry is the read model of every pool and the owner of leases. Pool
+// actors push their status to it; HTTP handlers query it. It never asks a
+// pool anything synchronously, so a slow pool cannot block a query.
+//
+// Leases live here (not in pool actors) so placement can pick a pool and
+// allocate on it in one message: no double allocation, never a negative count.
+type Registry struct {
+	clock  Clock
+	log    *slog.Logger
+	pools  map[string]*entry
+	subs   map[chan Transition]struct{}
+	sorted []string // pool ids, sorted; rebuilt on register/unregister
+}
+
+type entry struct {
+	status PoolStatus
+	pid    *actor.PID
+	leases map[string]*lease
+}
+
+type lease struct {
+	expires time.Time
+	timer   Timer
+}
+
+// subscriberBuffer is how many transitions a subscriber may fall behind before
+// it is dropped (an SSE client that stopped reading must not grow memory).
+const subscriberBuffer = 256
+
+// NewRegistryProps builds the registry actor's props.
+func NewRegistryProps(clock Clock, log *slog.Logger) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &Registry{clock: clock, log: log, pools: map[string]*entry{}, subs: map[chan Transition]struct{}{}}
+	})
+}
+
+// Receive handles one message.
+func (r *Registry) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started, *actor.Stopping, *actor.Stopped, *actor.Restarting:
+	case *RegisterPool:
+		r.pools[m.Status.PoolID] = &entry{status: m.Status, pid: m.PID, leases: map[string]*lease{}}
+		r.resort()
+	case *UnregisterPool:
+		if e, ok := r.pools[m.PoolID]; ok {
+			r.dropLeases(e)
+			delete(r.pools, m.PoolID)
+			r.resort()
+		}
+	case *StatusUpdate:
+		r.update(ctx, m)
+	case *GetPools:
+		out := make([]PoolStatus, 0, len(r.sorted))
+		for _, id := range r.sorted {
+			out = append(out, r.view(r.pools[id]))
+		}
+		ctx.Respond(&PoolsReply{Pools: out})
+	case *GetPool:
+		e, ok := r.pools[m.PoolID]
+		if !ok {
+			ctx.Respond(&PoolReply{})
+			return
+		}
+		ctx.Respond(&PoolReply{Status: r.view(e), PID: e.pid, Found: true})
+	case *AcquireLease:
+		e, ok := r.pools[m.PoolID]
+		if !ok {
+			ctx.Respond(&LeaseReply{Err: notFound(m.PoolID)})
+			return
+		}
+		if err := r.leasable(e); err != nil {
+			ctx.Respond(&LeaseReply{Err: err})
+			return
+		}
+		ctx.Respond(&LeaseReply{Lease: r.allocate(ctx, e, m.TTL)})
+	case *Place:
+		ctx.Respond(r.place(ctx, m))
+	case *ReleaseLease:
+		ctx.Respond(r.release(ctx, m.PoolID, m.LeaseID))
+	case *leaseExpired:
+		if e, ok := r.pools[m.PoolID]; ok {
+			if l, ok := e.leases[m.LeaseID]; ok && !r.clock.Now().Before(l.expires) {
+				r.release(ctx, m.PoolID, m.LeaseID)
+				r.log.Info("lease.expired", "pool_id", m.PoolID, "lease_id", m.LeaseID)
+			}
+		}
+	case *Subscribe:
+		r.subs[m.Ch] = struct{}{}
+	case *Unsubscribe:
+		if _, ok := r.subs[m.Ch]; ok {
+			delete(r.subs, m.Ch)
+			close(m.Ch)
+		}
+	case *Ping:
+		ctx.Respond(&Pong{})
+	default:
+		r.log.Warn("registry: unknown message", "type", slog.AnyValue(m).String())
+	}
+}
+
+func (r *Registry) resort() {
+	r.sorted = r.sorted[:0]
+	for id := range r.pools {
+		r.sorted = append(r.sorted, id)
+	}
+	sort.Strings(r.sorted)
+}
+
+// view is the status as callers see it: with the registry's lease count.
+func (r *Registry) view(e *entry) PoolStatus {
+	s := e.status
+	s.ActiveLeases = len(e.leases)
+	return s
+}
+
+func (r *Registry) update(ctx actor.Context, m *StatusUpdate) {
+	e, ok := r.pools[m.Status.PoolID]
+	if !ok {
+		return // a pool that was unregistered already; late message
+	}
+	e.status = m.Status
+	if s := m.Status.State; s != StateReady && s != StateDraining {
+		r.dropLeases(e) // CONTRACT §3: when a pool stops, its leases are dropped
+	}
+	if m.Status.State == StateDraining {
+		ctx.Send(e.pid, &LeasesChanged{Active: len(e.leases)})
+	}
+	for _, t := range m.Transitions {
+		for ch := range r.subs {
+			select {
+			case ch <- t:
+			default: // fell behind: drop it rather than block the registry
+				delete(r.subs, ch)
+				close(ch)
+			}
+		}
+	}
+}
+
+func (r *Registry) dropLeases(e *entry) {
+	for id, l := range e.leases {
+		if l.timer != nil {
+			l.timer.Stop()
+		}
+		delete(e.leases, id)
+	}
+}
+
+func notFound(id string) *Error {
+	return &Error{Code: CodePoolNotFound, Message: "no pool with id " + quote(id)}
+}
+
+func quote(s string) string { return "\"" + s + "\"" }
+
+// leasable says why a lease cannot be allocated on e, or nil.
+func (r *Registry) leasable(e *entry) *Error {
+	s := e.status
+	switch {
+	case s.Draining || s.State == StateDraining:
+		return &Error{Code: CodePoolDraining, Message: "pool " + quote(s.PoolID) + " is draining"}
+	case s.State != StateReady:
+		return &Error{Code: CodePoolUnready, Message: "pool " + quote(s.PoolID) + " is " + string(s.State) + ", not ready", RetryAfterMS: retryAfter(r.clock.Now(), s)}
+	case s.Slots > 0 && len(e.leases) >= s.Slots:
+		return &Error{Code: CodePoolBusy, Message: "pool " + quote(s.PoolID) + " has all its slots leased", RetryAfterMS: busyRetryMS}
+	}
+	return nil
+}
+
+// busyRetryMS is the hint given when every slot is leased: leases are short
+// (one request), so a retry soon is likely to find a slot.
+const busyRetryMS = 100
+
+// retryAfter estimates when a pool that is not ready might be.
+func retryAfter(now time.Time, s PoolStatus) int64 {
+	if s.State == StateBackoff && s.NextRestartAtMS != nil {
+		if d := *s.NextRestartAtMS - now.UnixMilli(); d > 1000 {
+			return d
+		}
+	}
+	return 1000
+}
+
+func (r *Registry) allocate(ctx actor.Context, e *entry, ttl time.Duration) Lease {
+	id := newLeaseID()
+	l := &lease{}
+	out := Lease{LeaseID: id, PoolID: e.status.PoolID}
+	if e.status.URL != nil {
+		out.URL = *e.status.URL
+	}
+	if ttl > 0 {
+		l.expires = r.clock.Now().Add(ttl)
+		out.ExpiresAtMS = ptr(l.expires.UnixMilli())
+		self, root, pool := ctx.Self(), ctx.ActorSystem().Root, e.status.PoolID
+		l.timer = r.clock.AfterFunc(ttl, func() { root.Send(self, &leaseExpired{PoolID: pool, LeaseID: id}) })
+	}
+	e.leases[id] = l
+	out.ActiveLeases = len(e.leases)
+	return out
+}
+
+func (r *Registry) release(ctx actor.Context, poolID, leaseID string) *ReleaseReply {
+	e, ok := r.pools[poolID]
+	if !ok {
+		return &ReleaseReply{Err: notFound(poolID)}
+	}
+	l, ok := e.leases[leaseID]
+	if !ok {
+		return &ReleaseReply{Err: &Error{Code: CodeLeaseNotFound, Message: "no active lease " + quote(leaseID) + " on pool " + quote(poolID) + " (unknown, expired, released, or dropped when the pool stopped)"}}
+	}
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	delete(e.leases, leaseID)
+	if e.status.State == StateDraining {
+		ctx.Send(e.pid, &LeasesChanged{Active: len(e.leases)})
+	}
+	return &ReleaseReply{ActiveLeases: len(e.leases)}
+}
+
+// place implements POST /v1/placement: the ready, non-draining pool with a
+// free slot and the fewest leases; ties: most free VRAM (unknown counts as
+// equal), then id.
+func (r *Registry) place(ctx actor.Context, m *Place) *LeaseReply {
+	ids := m.PoolIDs
+	if len(ids) == 0 {
+		ids = r.sorted
+	}
+	var best *entry
+	for _, id := range ids {
+		e, ok := r.pools[id]
+		if !ok {
+			return &LeaseReply{Err: notFound(id)}
+		}
+		if (m.ModelRef != "" && e.status.ModelRef != m.ModelRef) || r.leasable(e) != nil {
+			continue
+		}
+		if best == nil || better(e, best) {
+			best = e
+		}
+	}
+	if best == nil {
+		return &LeaseReply{Err: &Error{Code: CodePoolUnavailable, Message: "no ready pool with a free slot", RetryAfterMS: r.placementRetry(ids)}}
+	}
+	return &LeaseReply{Lease: r.allocate(ctx, best, m.TTL)}
+}
+
+func better(a, b *entry) bool {
+	if la, lb := len(a.leases), len(b.leases); la != lb {
+		return la < lb
+	}
+	fa, oka := freeVRAM(a.status)
+	fb, okb := freeVRAM(b.status)
+	if oka && okb && fa != fb {
+		return fa > fb
+	}
+	return a.status.PoolID < b.status.PoolID
+}
+
+// freeVRAM is the smallest free memory among a pool's devices: the engine is
+// as roomy as its tightest GPU.
+func freeVRAM(s PoolStatus) (uint64, bool) {
+	if len(s.Devices) == 0 {
+		return 0, false
+	}
+	min := s.Devices[0].MemoryFreeBytes
+	for _, d := range s.Devices[1:] {
+		if d.MemoryFreeBytes < min {
+			min = d.MemoryFreeBytes
+		}
+	}
+	return min, true
+}
+
+func (r *Registry) placementRetry(ids []string) int64 {
+	best := int64(0)
+	now := r.clock.Now()
+	for _, id := range ids {
+		e := r.pools[id]
+		var ms int64
+		switch {
+		case e.status.State == StateReady && !e.status.Draining:
+			ms = busyRetryMS
+		case e.status.State == StatePreload || e.status.State == StateBackoff:
+			ms = retryAfter(now, e.status)
+		default:
+			continue
+		}
+		if best == 0 || ms < best {
+			best = ms
+		}
+	}
+	if best == 0 {
+		best = 5000 // nothing is coming up soon: stopped, failed or draining
+	}
+	return best
+}
+
+func newLeaseID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "ls_" + hex.EncodeToString(b[:])
+}

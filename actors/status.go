@@ -1,0 +1,92 @@
+package actors
+
+import (
+	"log/slog"
+
+	"github.com/pool-managerd/pool-managerd/gpu"
+)
+
+// State is a pool's lifecycle state. String-typed so logs and JSON read
+// without a lookup.
+type State string
+
+const (
+	StateStopped  State = "stopped"
+	StatePreload  State = "preload"
+	StateReady    State = "ready"
+	StateDraining State = "draining"
+	StateBackoff  State = "backoff"
+	StateFailed   State = "failed"
+)
+
+// States lists every state (metrics export one series per state).
+var States = []State{StateStopped, StatePreload, StateReady, StateDraining, StateBackoff, StateFailed}
+
+// DrainInfo describes the last finished drain.
+type DrainInfo struct {
+	Forced      bool  `json:"forced"`
+	DurationMS  int64 `json:"duration_ms"`
+	FinalLeases int   `json:"final_leases"`
+}
+
+// ReloadInfo describes the last finished reload.
+type ReloadInfo struct {
+	Result     string `json:"result"` // succeeded | rolled_back | failed
+	RolledBack bool   `json:"rolled_back"`
+	DurationMS int64  `json:"duration_ms"`
+	Error      string `json:"error,omitempty"`
+}
+
+// PoolStatus is the read model of one pool (CONTRACT §4). The pool actor is
+// its only writer; the registry stores copies and adds the lease count.
+// Pointer fields are JSON null when unknown, never omitted.
+type PoolStatus struct {
+	PoolID              string        `json:"pool_id"`
+	State               State         `json:"state"`
+	Live                bool          `json:"live"`
+	Ready               bool          `json:"ready"`
+	Draining            bool          `json:"draining"`
+	Engine              string        `json:"engine"`
+	EngineVersion       string        `json:"engine_version"`
+	ModelRef            string        `json:"model_ref"`
+	PID                 *int          `json:"pid"`
+	URL                 *string       `json:"url"`
+	ActiveLeases        int           `json:"active_leases"`
+	Slots               int           `json:"slots"`
+	RestartCount        int           `json:"restart_count"`
+	ConsecutiveFailures int           `json:"consecutive_failures"`
+	LastError           *string       `json:"last_error"`
+	LastErrorAtMS       *int64        `json:"last_error_at_ms"`
+	LastHeartbeatMS     *int64        `json:"last_heartbeat_ms"`
+	StateSinceMS        int64         `json:"state_since_ms"`
+	StartedAtMS         *int64        `json:"started_at_ms"` // when the current engine was spawned
+	ReadySinceMS        *int64        `json:"ready_since_ms"`
+	NextRestartAtMS     *int64        `json:"next_restart_at_ms"`
+	Devices             []gpu.Device  `json:"devices"`
+	LastDrain           *DrainInfo    `json:"last_drain"`
+	LastReload          *ReloadInfo   `json:"last_reload"`
+	Reloading           bool          `json:"reloading"`
+	EngineMetrics       *EngineMetric `json:"engine_metrics"`
+}
+
+// EngineMetric is what the daemon scraped from the engine's own metrics.
+type EngineMetric struct {
+	RequestsProcessing float64 `json:"requests_processing"`
+	RequestsDeferred   float64 `json:"requests_deferred"`
+}
+
+// LogValue keeps log lines short: a pool is its id and state.
+func (s PoolStatus) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("pool_id", s.PoolID), slog.String("state", string(s.State)))
+}
+
+// Transition is one state change, as published on the event stream.
+type Transition struct {
+	PoolID string `json:"pool_id"`
+	From   State  `json:"from"`
+	To     State  `json:"to"`
+	Reason string `json:"reason"`
+	AtMS   int64  `json:"at_ms"`
+}
+
+func ptr[T any](v T) *T { return &v }

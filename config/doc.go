@@ -1,0 +1,53 @@
+// Package config reads and validates pool-managerd's YAML configuration
+// (CONTRACT §2). Decoding is strict: an unknown key is an error naming the key
+// and its line, and every problem in a file is reported at once as an
+// [*Errors], one "file:line: key: message" per line.
+//
+// The types are the resolved form: defaults and engine presets have been
+// applied, so the rest of the daemon never looks at "defaults" again.
+//
+// # Precedence
+//
+// Every pool key is taken from, in order: the pool's own key, its engine's
+// preset, the file's "defaults" block, the built-in defaults below. A key given,
+// even as 0, is that value. A partial readiness, liveness or restart block
+// merges field by field with the level below it.
+//
+// Engine presets set only probe paths: llamacpp, vllm and tgi probe /health;
+// triton probes /v2/health/ready (readiness) and /v2/health/live (liveness);
+// other has no preset. Because a preset outranks "defaults", a probe path in
+// "defaults" only reaches pools whose engine is "other".
+//
+// # Built-in defaults
+//
+//	listen: 127.0.0.1:9200           # or unix:/abs/path
+//	shutdown_deadline: 30s
+//	state_dir: ""                    # no path is invented here; see Config.StateDir
+//	auth: {token_file: ""}           # POOL_MANAGERD_TOKEN may supply the token instead
+//	log: {format: json, level: info}
+//	gpu: {require_nvidia: true, min_driver_version: ""}
+//	defaults:
+//	  startup_timeout: 10m           # > 0
+//	  stall_timeout: 2m              # >= 0; 0 turns the stall check off
+//	  stop_grace: 10s                # > 0
+//	  drain_deadline: 30s            # >= 0
+//	  readiness: {path: /health, timeout: 1s}
+//	  liveness:  {path: /health, interval: 5s, timeout: 2s, failure_threshold: 3}
+//	  restart:   {initial: 1s, multiplier: 2, max: 60s, jitter: 0.1,
+//	              reset_after: 10m, max_failures: 5, window: 10m}
+//	pools: []                        # a daemon with no pools is valid
+//	# per pool: host 127.0.0.1, port 0 (a free port at each start), slots 0 (no limit)
+//
+// # Checks beyond types
+//
+// Ids match ^[a-z0-9][a-z0-9._-]{0,62}$ and are unique; fixed host:port pairs
+// are unique. Durations use Go syntax ("250ms", "2m"); a bare number is an
+// error because its unit would be a guess. Placeholders in command and env
+// values must be one of ${PORT}, ${HOST}, ${MODEL_REF}, ${POOL_ID}, ${SELF}
+// (the daemon's own binary, used by the demo's simulator). With port 0 the
+// engine can only learn its port from ${PORT}, so command or env must use it.
+// CUDA_VISIBLE_DEVICES may not be set in env when devices is given: the
+// daemon derives it from devices.
+//
+// Secrets never come from the file: auth holds only a token file's path.
+package config

@@ -1,0 +1,266 @@
+package sdnotify
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// listen opens a real unixgram socket standing in for systemd and points
+// NOTIFY_SOCKET at it. Only systemd's variables are cleared: tests under
+// `systemd-run` must not pick up the real ones.
+func listen(t *testing.T, watchdogUsec string) *net.UnixConn {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sdn") // short: sun_path holds 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	t.Setenv("NOTIFY_SOCKET", path)
+	t.Setenv("WATCHDOG_USEC", watchdogUsec)
+	t.Setenv("WATCHDOG_PID", "")
+	return conn
+}
+
+// recv returns the next datagram, or "" when none arrives within wait.
+func recv(t *testing.T, conn *net.UnixConn, wait time.Duration) string {
+	t.Helper()
+	buf := make([]byte, 4096)
+	conn.SetReadDeadline(time.Now().Add(wait))
+	n, err := conn.Read(buf)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(buf[:n])
+}
+
+func expect(t *testing.T, conn *net.UnixConn, want string) {
+	t.Helper()
+	if got := recv(t, conn, 5*time.Second); got != want {
+		t.Fatalf("got datagram %q, want %q", got, want)
+	}
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// manualTicker lets the test decide when the watchdog loop wakes up.
+func manualTicker() (chan time.Time, Option) {
+	ch := make(chan time.Time)
+	return ch, WithTicker(func(time.Duration) (<-chan time.Time, func()) { return ch, func() {} })
+}
+
+func TestLifecycleAndWedgedWatchdog(t *testing.T) {
+	conn := listen(t, "100000") // 100 ms: pings every 50 ms, 50 ms ping timeout
+	tick, opt := manualTicker()
+	var logs lockedBuffer
+	n := New(slog.New(slog.NewTextHandler(&logs, nil)), opt)
+	if !n.Enabled() || n.WatchdogInterval() != 100*time.Millisecond {
+		t.Fatalf("Enabled=%v WatchdogInterval=%v", n.Enabled(), n.WatchdogInterval())
+	}
+
+	n.Ready()
+	n.Status("a")
+	n.Status("a") // deduplicated
+	n.Status("b")
+	expect(t, conn, "READY=1")
+	expect(t, conn, "STATUS=a")
+	expect(t, conn, "STATUS=b")
+
+	var wedged atomic.Bool
+	var sawDeadline atomic.Bool
+	ping := func(ctx context.Context) error {
+		_, ok := ctx.Deadline()
+		sawDeadline.Store(ok)
+		if wedged.Load() {
+			<-ctx.Done() // a wedged registry: no answer until the timeout
+			return ctx.Err()
+		}
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { n.RunWatchdog(ctx, ping); close(done) }()
+
+	for range 3 {
+		tick <- time.Now()
+		expect(t, conn, "WATCHDOG=1")
+	}
+	if !sawDeadline.Load() {
+		t.Error("ping context has no deadline")
+	}
+
+	wedged.Store(true)
+	for range 3 {
+		tick <- time.Now() // each send waits until the previous ping timed out
+	}
+	if got := recv(t, conn, 300*time.Millisecond); got != "" {
+		t.Fatalf("got %q while the ping was failing, want nothing", got)
+	}
+
+	if !strings.Contains(logs.String(), "watchdog ping failed") {
+		t.Errorf("no warning logged for failed pings; logs:\n%s", logs.String())
+	}
+
+	wedged.Store(false) // the actor system answers again: pings resume
+	tick <- time.Now()
+	expect(t, conn, "WATCHDOG=1")
+
+	cancel()
+	<-done
+	n.Stopping()
+	expect(t, conn, "STOPPING=1")
+}
+
+func TestWatchdogRealTicker(t *testing.T) {
+	conn := listen(t, "100000")
+	n := New(nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { n.RunWatchdog(ctx, func(context.Context) error { return nil }); close(done) }()
+	expect(t, conn, "WATCHDOG=1")
+	expect(t, conn, "WATCHDOG=1")
+	cancel()
+	<-done
+}
+
+func TestWatchdogPingIgnoringContext(t *testing.T) {
+	conn := listen(t, "100000")
+	tick, opt := manualTicker()
+	n := New(nil, opt)
+	release := make(chan struct{})
+	defer close(release)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		n.RunWatchdog(ctx, func(context.Context) error { <-release; return nil })
+		close(done)
+	}()
+	tick <- time.Now()
+	tick <- time.Now() // accepted: the stuck ping did not take the loop with it
+	if got := recv(t, conn, 200*time.Millisecond); got != "" {
+		t.Fatalf("got %q from a stuck ping, want nothing", got)
+	}
+	cancel()
+	<-done
+}
+
+func TestWatchdogOff(t *testing.T) {
+	for name, env := range map[string][2]string{
+		"no WATCHDOG_USEC":   {"", ""},
+		"other WATCHDOG_PID": {"100000", strconv.Itoa(os.Getpid() + 1)},
+		"bad WATCHDOG_USEC":  {"soon", ""},
+		"WATCHDOG_PID is us": {"100000", strconv.Itoa(os.Getpid())},
+	} {
+		t.Run(name, func(t *testing.T) {
+			listen(t, env[0])
+			t.Setenv("WATCHDOG_PID", env[1])
+			n := New(nil)
+			wantOn := name == "WATCHDOG_PID is us"
+			if on := n.WatchdogInterval() > 0; on != wantOn {
+				t.Fatalf("watchdog on = %v, want %v", on, wantOn)
+			}
+			if !wantOn {
+				n.RunWatchdog(context.Background(), nil) // must return at once
+			}
+		})
+	}
+}
+
+func TestStatusNewlinesCannotInject(t *testing.T) {
+	conn := listen(t, "")
+	n := New(nil)
+	n.Status("llama: exit\nREADY=1")
+	expect(t, conn, "STATUS=llama: exit READY=1")
+}
+
+func TestReloading(t *testing.T) {
+	conn := listen(t, "")
+	n := New(nil)
+	n.Reloading()
+	got := recv(t, conn, 5*time.Second)
+	lines := strings.Split(got, "\n")
+	if len(lines) != 2 || lines[0] != "RELOADING=1" || !strings.HasPrefix(lines[1], "MONOTONIC_USEC=") {
+		t.Fatalf("got %q, want RELOADING=1 and MONOTONIC_USEC", got)
+	}
+	if _, err := strconv.ParseUint(strings.TrimPrefix(lines[1], "MONOTONIC_USEC="), 10, 64); err != nil {
+		t.Fatalf("MONOTONIC_USEC: %v", err)
+	}
+	n.ReadyAgain()
+	expect(t, conn, "READY=1")
+}
+
+func TestAbstractSocket(t *testing.T) {
+	name := "@pool-managerd-test-" + strconv.Itoa(os.Getpid())
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", name)
+	New(nil).Ready()
+	expect(t, conn, "READY=1")
+}
+
+func TestNoSocketIsNoop(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "")
+	t.Setenv("WATCHDOG_USEC", "100000")
+	n := New(nil)
+	if n.Enabled() || n.WatchdogInterval() != 0 {
+		t.Fatalf("Enabled=%v WatchdogInterval=%v, want off", n.Enabled(), n.WatchdogInterval())
+	}
+	n.Ready()
+	n.Status("x")
+	n.Reloading()
+	n.ReadyAgain()
+	n.Stopping()
+	called := false
+	n.RunWatchdog(context.Background(), func(context.Context) error { called = true; return nil })
+	if called {
+		t.Fatal("ping called without a notify socket")
+	}
+}
+
+func TestSocketGoneIsLoggedNotFatal(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "missing.sock"))
+	n := New(nil)
+	n.Status("a") // fails: not remembered, so a retry of "a" is not deduplicated
+	if n.sentStatus {
+		t.Fatal("a failed STATUS= was remembered as sent")
+	}
+	n.Ready()
+}
