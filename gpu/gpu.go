@@ -5,6 +5,7 @@ package gpu
 
 import (
 	"context"
+	"log/slog"
 	"time"
 )
 
@@ -17,6 +18,15 @@ type Device struct {
 	MemoryFreeBytes  uint64 `json:"memory_free_bytes"`
 }
 
+// LogValue keeps log records short: the fields an operator matches on.
+func (d Device) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.Int("index", d.Index),
+		slog.String("uuid", d.UUID),
+		slog.Uint64("free_mib", d.MemoryFreeBytes>>20),
+	)
+}
+
 // Requirements is what one pool needs before its engine may start.
 type Requirements struct {
 	PoolID         string
@@ -24,12 +34,15 @@ type Requirements struct {
 	MinFreeVRAMMiB uint64
 }
 
-// Event is a health event on one device (an XID or a double-bit ECC error).
+// Event is a health event on one device (an XID, a double-bit ECC error or a
+// lost GPU).
 type Event struct {
-	UUID        string
-	Index       int
+	UUID  string
+	Index int
+	// XID is the driver's Xid code; a double-bit ECC error reports 48 (the Xid
+	// the driver logs for it) and a lost GPU, which has no Xid, reports 0.
 	XID         uint64
-	DeviceLevel bool // true: the device is unhealthy until it recovers or an operator restarts the pool
+	DeviceLevel bool // true: Check refuses the device until ClearUnhealthy (an operator restarting the pool)
 	At          time.Time
 	Message     string
 }
@@ -43,8 +56,13 @@ type Guard interface {
 	Check(ctx context.Context, req Requirements) ([]Device, error)
 	// Snapshot lists every device NVML sees now (nil, nil without NVML).
 	Snapshot(ctx context.Context) ([]Device, error)
-	// Events delivers health events; nil when the guard has none.
+	// Events delivers health events; nil when the guard has none. The channel
+	// is closed by Close.
 	Events() <-chan Event
+	// ClearUnhealthy forgets a device-level health event on the device with
+	// this UUID, so Check accepts it again. An operator's restart of a pool is
+	// the signal that the device was looked at (reset, or judged fine).
+	ClearUnhealthy(uuid string)
 	// Close releases NVML (Shutdown once per successful Init).
 	Close() error
 }
@@ -56,4 +74,5 @@ type NoGuard struct{}
 func (NoGuard) Check(context.Context, Requirements) ([]Device, error) { return nil, nil }
 func (NoGuard) Snapshot(context.Context) ([]Device, error)            { return nil, nil }
 func (NoGuard) Events() <-chan Event                                  { return nil }
+func (NoGuard) ClearUnhealthy(string)                                 {}
 func (NoGuard) Close() error                                          { return nil }
