@@ -36,6 +36,7 @@ type harness struct {
 	events chan Transition
 	logs   *syncBuffer
 	pools  map[string]*actor.PID
+	queued map[string][]Transition // transitions read for other pools, not yet waited for
 }
 
 type syncBuffer struct {
@@ -69,7 +70,7 @@ func newHarness(t *testing.T, clock Clock) *harness {
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(slog.NewTextHandler(io.Discard, nil))
 	}))
-	h := &harness{t: t, sys: sys, clock: clock, events: make(chan Transition, subscriberBuffer), logs: logs, pools: map[string]*actor.PID{}}
+	h := &harness{t: t, sys: sys, clock: clock, events: make(chan Transition, subscriberBuffer), logs: logs, pools: map[string]*actor.PID{}, queued: map[string][]Transition{}}
 	h.reg = sys.Root.Spawn(NewRegistryProps(clock, logger))
 	sys.Root.Send(h.reg, &Subscribe{Ch: h.events})
 	t.Cleanup(func() {
@@ -110,6 +111,13 @@ func simPool(id string, flags ...string) config.Pool {
 // and returns the pool's status right after.
 func (h *harness) waitState(id string, want State) PoolStatus {
 	h.t.Helper()
+	for len(h.queued[id]) > 0 {
+		tr := h.queued[id][0]
+		h.queued[id] = h.queued[id][1:]
+		if tr.To == want {
+			return h.get(id)
+		}
+	}
 	deadline := time.After(waitLimit)
 	for {
 		select {
@@ -117,7 +125,11 @@ func (h *harness) waitState(id string, want State) PoolStatus {
 			if !ok {
 				h.t.Fatal("event subscription dropped")
 			}
-			if tr.PoolID == id && tr.To == want {
+			if tr.PoolID != id {
+				h.queued[tr.PoolID] = append(h.queued[tr.PoolID], tr)
+				continue
+			}
+			if tr.To == want {
 				return h.get(id)
 			}
 		case <-deadline:

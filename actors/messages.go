@@ -195,3 +195,8 @@ func (Start) poolMsg()         {}
 func (LeasesChanged) poolMsg() {}
 func (GPUEvent) poolMsg()      {}
 func (GetLogs) poolMsg()       {}
+
+// Broadcast asks the registry to forward Msg to every pool actor (GPU events).
+type Broadcast struct{ Msg any }
+
+func (Broadcast) registryMsg() {}

@@ -25,7 +25,8 @@ type PoolDeps struct {
 	StateDir    string       // pid records; "" = none
 	ProbeClient *http.Client
 	Observer    Observer
-	Stopped     bool // start in stopped instead of preload
+	Stopped     bool                // start in stopped instead of preload
+	OnLogDrop   func(poolID string) // an engine output line was rate-limited away
 }
 
 // Engine output handling: how many lines each pool keeps in memory for
@@ -54,6 +55,7 @@ const (
 )
 
 type pool struct {
+	id     string // never changes; goroutines may read it
 	d      PoolDeps
 	cfg    config.Pool
 	log    *slog.Logger
@@ -159,8 +161,11 @@ func NewPoolProps(cfg config.Pool, d PoolDeps) *actor.Props {
 	}
 	log := d.Logger.With("pool_id", cfg.ID)
 	sink := engine.NewSink(log, logRingLines, logRatePerS, logBurst)
+	if d.OnLogDrop != nil {
+		sink.SetOnDrop(func() { d.OnLogDrop(cfg.ID) })
+	}
 	return actor.PropsFromProducer(func() actor.Actor {
-		p := &pool{d: d, cfg: cfg, log: log, sink: sink, timers: map[string]timerRef{}}
+		p := &pool{id: cfg.ID, d: d, cfg: cfg, log: log, sink: sink, timers: map[string]timerRef{}}
 		p.policy = NewPolicy(cfg.Restart, d.Clock)
 		p.st = PoolStatus{PoolID: cfg.ID, State: StateStopped, Devices: []gpu.Device{}}
 		p.applyCfgToStatus()

@@ -218,10 +218,8 @@ func (a *pool) handleStart() *CommandReply {
 	}
 	a.policy.Reset()
 	a.st.ConsecutiveFailures = 0
-	if c, ok := a.d.Guard.(interface{ ClearUnhealthy(string) }); ok {
-		for _, d := range a.st.Devices {
-			c.ClearUnhealthy(d.UUID) // an operator restart clears a device-level XID mark
-		}
+	for _, d := range a.st.Devices {
+		a.d.Guard.ClearUnhealthy(d.UUID) // an operator restart clears a device-level XID mark
 	}
 	a.cancelTimer(tRestart)
 	a.stopEngine(func() { a.startPreload("start") })

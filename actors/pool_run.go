@@ -126,7 +126,7 @@ func (a *pool) pollReadiness(ctx context.Context, gen uint64, proc *engine.Proce
 	last := -1
 	for {
 		r := engine.Probe(ctx, a.d.ProbeClient, url, timeout)
-		a.d.Observer.Probe(a.cfg.ID, "readiness", r.Duration)
+		a.d.Observer.Probe(a.id, "readiness", r.Duration)
 		if r.Status != last {
 			last = r.Status
 			a.activity.Store(time.Now().UnixNano())
@@ -148,7 +148,7 @@ func (a *pool) pollReadiness(ctx context.Context, gen uint64, proc *engine.Proce
 func (a *pool) onSpawned(m *spawned) {
 	if m.gen != a.gen || a.st.State != StatePreload {
 		a.log.Info("engine.stale_spawn", "pid", m.proc.Pid())
-		go a.stopProc(m.proc) // abandoned attempt: its engine must not survive
+		go a.stopProc(m.proc, a.cfg.StopGrace) // abandoned attempt: its engine must not survive
 		return
 	}
 	a.proc, a.stopReq = m.proc, false
@@ -168,10 +168,10 @@ func (a *pool) onSpawned(m *spawned) {
 }
 
 // stopProc stops an engine and removes its pid record; it runs in a goroutine.
-func (a *pool) stopProc(p *engine.Process) engine.Exit {
-	ex := p.Stop(a.cfg.StopGrace)
+func (a *pool) stopProc(p *engine.Process, grace time.Duration) engine.Exit {
+	ex := p.Stop(grace)
 	if a.d.StateDir != "" {
-		_ = pidrec.Remove(a.d.StateDir, a.cfg.ID, p.Pid())
+		_ = pidrec.Remove(a.d.StateDir, a.id, p.Pid())
 	}
 	return ex
 }
@@ -187,7 +187,7 @@ func (a *pool) becomeReady() {
 	a.log.Info("engine.ready", "pid", a.procPid(), "duration_ms", now.Sub(a.preloadStart).Milliseconds())
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	go a.liveness(ctx, a.gen, *a.st.URL+a.cfg.Liveness.Path)
+	go a.liveness(ctx, a.gen, *a.st.URL+a.cfg.Liveness.Path, a.cfg.Liveness)
 	if r := a.reload; r != nil {
 		if r.phase == "new" {
 			a.finishReload("succeeded", false, "")
@@ -210,8 +210,7 @@ func (a *pool) procPid() int {
 }
 
 // liveness probes every interval while the engine is ready or draining.
-func (a *pool) liveness(ctx context.Context, gen uint64, url string) {
-	cfg := a.cfg.Liveness
+func (a *pool) liveness(ctx context.Context, gen uint64, url string, cfg config.Probe) {
 	for {
 		tick := make(chan struct{})
 		t := a.d.Clock.AfterFunc(cfg.Interval, func() { close(tick) })
@@ -225,7 +224,7 @@ func (a *pool) liveness(ctx context.Context, gen uint64, url string) {
 		if ctx.Err() != nil {
 			return
 		}
-		a.d.Observer.Probe(a.cfg.ID, "liveness", r.Duration)
+		a.d.Observer.Probe(a.id, "liveness", r.Duration)
 		a.root.Send(a.self, &livenessResult{gen: gen, res: r})
 	}
 }
@@ -341,9 +340,9 @@ func (a *pool) stopEngine(then func()) {
 	}
 	a.stopReq = true
 	a.abandonRun()
-	p := a.proc
+	p, grace := a.proc, a.cfg.StopGrace
 	go func() {
-		ex := a.stopProc(p)
+		ex := a.stopProc(p, grace)
 		a.root.Send(a.self, &engineStopped{proc: p, exit: ex})
 	}()
 }
@@ -379,7 +378,7 @@ func (a *pool) shutdownNow() {
 			a.log.Error("engine.kill_timeout", "pid", p.Pid())
 		}
 		if a.d.StateDir != "" {
-			_ = pidrec.Remove(a.d.StateDir, a.cfg.ID, p.Pid())
+			_ = pidrec.Remove(a.d.StateDir, a.id, p.Pid())
 		}
 		a.proc = nil
 	}

@@ -48,7 +48,7 @@ func TestPoolKilledEngineRestartsWithGrowingBackoff(t *testing.T) {
 		}
 		d := time.Duration(*b.NextRestartAtMS-clk.Now().UnixMilli()) * time.Millisecond
 		delays = append(delays, d)
-		clk.Advance(d)
+		clk.Advance(d + time.Millisecond) // next_restart_at_ms is rounded down to the ms
 		st = h.waitState("p1", StateReady)
 		if st.RestartCount != i+1 {
 			t.Fatalf("restart_count %d after %d restarts", st.RestartCount, i+1)
@@ -66,8 +66,9 @@ func TestPoolExitingAtOnceTripsBreaker(t *testing.T) {
 	cfg := simPool("p1", "--exit-immediately", "--exit-code", "3")
 	cfg.Restart.MaxFailures = 2
 	h.spawn(cfg)
-	st := h.waitState("p1", StateFailed)
-	if st.ConsecutiveFailures != 3 || st.Live || st.PID != nil {
+	h.waitState("p1", StateFailed)
+	st := h.waitPID(t, "p1")
+	if st.ConsecutiveFailures != 3 || st.Live || st.State != StateFailed {
 		t.Fatalf("failed pool: %+v", st)
 	}
 	if st.LastError == nil || !strings.Contains(*st.LastError, "exit code 3") {

@@ -105,6 +105,10 @@ func (r *Registry) Receive(ctx actor.Context) {
 		}
 	case *Ping:
 		ctx.Respond(&Pong{})
+	case *Broadcast:
+		for _, e := range r.pools {
+			ctx.Send(e.pid, m.Msg)
+		}
 	default:
 		r.log.Warn("registry: unknown message", "type", slog.AnyValue(m).String())
 	}

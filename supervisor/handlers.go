@@ -1,0 +1,353 @@
+package supervisor
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pool-managerd/pool-managerd/actors"
+)
+
+func (d *Daemon) getHealthz(w http.ResponseWriter, r *http.Request) (int, error) {
+	writeJSON(w, 200, map[string]string{"status": "ok", "version": Version})
+	return 200, nil
+}
+
+func (d *Daemon) getReadyz(w http.ResponseWriter, r *http.Request) (int, error) {
+	if !d.ready.Load() {
+		return 0, errf("POOL_UNAVAILABLE", "daemon is starting or stopping")
+	}
+	if err := d.ping(r.Context()); err != nil {
+		return 0, errf("INTERNAL", "actor system does not answer: %v", err)
+	}
+	writeJSON(w, 200, map[string]any{"status": "ready", "pools": len(d.pools)})
+	return 200, nil
+}
+
+func (d *Daemon) getMetrics(w http.ResponseWriter, r *http.Request) (int, error) {
+	promhttp.HandlerFor(d.metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+	return 200, nil
+}
+
+func (d *Daemon) listPools(w http.ResponseWriter, r *http.Request) (int, error) {
+	pools, err := d.snapshot(r.Context())
+	if err != nil {
+		return 0, err
+	}
+	writeJSON(w, 200, map[string]any{"pools": pools})
+	return 200, nil
+}
+
+// pool looks a pool up in the registry.
+func (d *Daemon) pool(ctx context.Context, id string) (*actors.PoolReply, error) {
+	res, err := d.ask(ctx, d.reg, &actors.GetPool{PoolID: id})
+	if err != nil {
+		return nil, err
+	}
+	pr := res.(*actors.PoolReply)
+	if !pr.Found {
+		return nil, errf("POOL_NOT_FOUND", "no pool with id %q", id)
+	}
+	return pr, nil
+}
+
+func (d *Daemon) getPool(w http.ResponseWriter, r *http.Request) (int, error) {
+	pr, err := d.pool(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return 0, err
+	}
+	writeJSON(w, 200, pr.Status)
+	return 200, nil
+}
+
+// Health is GET /v1/pools/{id}/health (CONTRACT §4).
+type Health struct {
+	Live          bool          `json:"live"`
+	Ready         bool          `json:"ready"`
+	Draining      bool          `json:"draining"`
+	State         actors.State  `json:"state"`
+	LastError     *string       `json:"last_error"`
+	EngineVersion string        `json:"engine_version"`
+	Metrics       HealthMetrics `json:"metrics"`
+}
+
+// HealthMetrics are the numbers of a health answer.
+type HealthMetrics struct {
+	ActiveLeases        int      `json:"active_leases"`
+	Slots               int      `json:"slots"`
+	RestartCount        int      `json:"restart_count"`
+	ConsecutiveFailures int      `json:"consecutive_failures"`
+	UptimeMS            int64    `json:"uptime_ms"` // since the current engine was spawned; 0 without one
+	LastHeartbeatMS     *int64   `json:"last_heartbeat_ms"`
+	RequestsProcessing  *float64 `json:"requests_processing"`
+	RequestsDeferred    *float64 `json:"requests_deferred"`
+}
+
+func (d *Daemon) getPoolHealth(w http.ResponseWriter, r *http.Request) (int, error) {
+	pr, err := d.pool(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return 0, err
+	}
+	s := pr.Status
+	h := Health{Live: s.Live, Ready: s.Ready, Draining: s.Draining, State: s.State, LastError: s.LastError,
+		EngineVersion: s.EngineVersion, Metrics: HealthMetrics{ActiveLeases: s.ActiveLeases, Slots: s.Slots,
+			RestartCount: s.RestartCount, ConsecutiveFailures: s.ConsecutiveFailures, LastHeartbeatMS: s.LastHeartbeatMS}}
+	if s.StartedAtMS != nil {
+		h.Metrics.UptimeMS = time.Now().UnixMilli() - *s.StartedAtMS
+	}
+	if m := s.EngineMetrics; m != nil {
+		h.Metrics.RequestsProcessing, h.Metrics.RequestsDeferred = &m.RequestsProcessing, &m.RequestsDeferred
+	}
+	writeJSON(w, 200, h)
+	return 200, nil
+}
+
+// maxTail is the most log lines one request returns (the ring's size).
+const maxTail = 1000
+
+func (d *Daemon) getLogs(w http.ResponseWriter, r *http.Request) (int, error) {
+	n := 100
+	if q := r.URL.Query().Get("tail"); q != "" {
+		v, err := strconv.Atoi(q)
+		if err != nil || v < 0 || v > maxTail {
+			return 0, errf("INVALID_PARAMS", "tail must be an integer between 0 and %d, got %q", maxTail, q)
+		}
+		n = v
+	}
+	pr, err := d.pool(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return 0, err
+	}
+	res, err := d.ask(r.Context(), pr.PID, &actors.GetLogs{Tail: n})
+	if err != nil {
+		return 0, err
+	}
+	lines := res.(*actors.LogsReply).Lines
+	if lines == nil {
+		writeJSON(w, 200, map[string]any{"lines": []any{}})
+		return 200, nil
+	}
+	writeJSON(w, 200, map[string]any{"lines": lines})
+	return 200, nil
+}
+
+// command sends a command to a pool actor and renders its reply.
+func (d *Daemon) command(ctx context.Context, pid *actor.PID, msg any) (*actors.CommandReply, error) {
+	res, err := d.ask(ctx, pid, msg)
+	if err != nil {
+		return nil, err
+	}
+	cr := res.(*actors.CommandReply)
+	if cr.Err != nil {
+		return nil, fromDomain(cr.Err)
+	}
+	return cr, nil
+}
+
+type drainBody struct {
+	DeadlineMS *int64 `json:"deadline_ms"`
+}
+
+func (d *Daemon) postDrain(w http.ResponseWriter, r *http.Request) (int, error) {
+	var b drainBody
+	if err := decode(r, &b); err != nil {
+		return 0, err
+	}
+	dl, err := msDuration("deadline_ms", b.DeadlineMS)
+	if err != nil {
+		return 0, err
+	}
+	pr, err := d.pool(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return 0, err
+	}
+	cr, err := d.command(r.Context(), pr.PID, &actors.Drain{Deadline: dl, Reason: "api"})
+	if err != nil {
+		return 0, err
+	}
+	writeJSON(w, 202, map[string]any{"pool_id": pr.Status.PoolID, "state": cr.State})
+	return 202, nil
+}
+
+type reloadBody struct {
+	NewModelRef   *string `json:"new_model_ref"`
+	EngineVersion *string `json:"engine_version"`
+	DeadlineMS    *int64  `json:"deadline_ms"`
+	Wait          bool    `json:"wait"`
+}
+
+func (d *Daemon) postReload(w http.ResponseWriter, r *http.Request) (int, error) {
+	var b reloadBody
+	if err := decode(r, &b); err != nil {
+		return 0, err
+	}
+	if b.NewModelRef == nil || *b.NewModelRef == "" {
+		return 0, errf("INVALID_PARAMS", "new_model_ref is required")
+	}
+	dl, err := msDuration("deadline_ms", b.DeadlineMS)
+	if err != nil {
+		return 0, err
+	}
+	pr, err := d.pool(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return 0, err
+	}
+	msg := &actors.Reload{ModelRef: *b.NewModelRef, Deadline: dl}
+	if b.EngineVersion != nil {
+		msg.EngineVersion = *b.EngineVersion
+	}
+	if b.Wait {
+		msg.Result = make(chan actors.ReloadResult, 1)
+	}
+	cr, err := d.command(r.Context(), pr.PID, msg)
+	if err != nil {
+		return 0, err
+	}
+	if !b.Wait {
+		writeJSON(w, 202, map[string]any{"pool_id": pr.Status.PoolID, "state": cr.State})
+		return 202, nil
+	}
+	select {
+	case res := <-msg.Result:
+		if res.Result == "succeeded" {
+			writeJSON(w, 200, map[string]any{"pool_id": pr.Status.PoolID, "result": res.Result,
+				"engine_version": res.EngineVersion, "duration_ms": res.Duration.Milliseconds()})
+			return 200, nil
+		}
+		e := errf("RELOAD_FAILED", "reload %s: %s", res.Result, res.Error)
+		e.RolledBack = &res.RolledBack
+		return 0, e
+	case <-r.Context().Done():
+		return 0, r.Context().Err()
+	}
+}
+
+func (d *Daemon) postStart(w http.ResponseWriter, r *http.Request) (int, error) {
+	if err := decode(r, &struct{}{}); err != nil {
+		return 0, err
+	}
+	pr, err := d.pool(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return 0, err
+	}
+	cr, err := d.command(r.Context(), pr.PID, &actors.Start{})
+	if err != nil {
+		return 0, err
+	}
+	code := 200
+	if cr.Changed {
+		code = 202
+	}
+	writeJSON(w, code, map[string]any{"pool_id": pr.Status.PoolID, "state": cr.State})
+	return code, nil
+}
+
+type leaseBody struct {
+	TTLMS *int64 `json:"ttl_ms"`
+}
+
+func (d *Daemon) postLease(w http.ResponseWriter, r *http.Request) (int, error) {
+	var b leaseBody
+	if err := decode(r, &b); err != nil {
+		return 0, err
+	}
+	ttl, err := msDuration("ttl_ms", b.TTLMS)
+	if err != nil {
+		return 0, err
+	}
+	res, err := d.ask(r.Context(), d.reg, &actors.AcquireLease{PoolID: r.PathValue("id"), TTL: max(ttl, 0)})
+	if err != nil {
+		return 0, err
+	}
+	return d.leaseAnswer(w, res.(*actors.LeaseReply))
+}
+
+func (d *Daemon) leaseAnswer(w http.ResponseWriter, lr *actors.LeaseReply) (int, error) {
+	if lr.Err != nil {
+		return 0, fromDomain(lr.Err)
+	}
+	writeJSON(w, 201, lr.Lease)
+	return 201, nil
+}
+
+func (d *Daemon) deleteLease(w http.ResponseWriter, r *http.Request) (int, error) {
+	res, err := d.ask(r.Context(), d.reg, &actors.ReleaseLease{PoolID: r.PathValue("id"), LeaseID: r.PathValue("lease_id")})
+	if err != nil {
+		return 0, err
+	}
+	rr := res.(*actors.ReleaseReply)
+	if rr.Err != nil {
+		return 0, fromDomain(rr.Err)
+	}
+	writeJSON(w, 200, map[string]int{"active_leases": rr.ActiveLeases})
+	return 200, nil
+}
+
+type placementBody struct {
+	ModelRef *string  `json:"model_ref"`
+	PoolIDs  []string `json:"pool_ids"`
+	TTLMS    *int64   `json:"ttl_ms"`
+}
+
+func (d *Daemon) postPlacement(w http.ResponseWriter, r *http.Request) (int, error) {
+	var b placementBody
+	if err := decode(r, &b); err != nil {
+		return 0, err
+	}
+	ttl, err := msDuration("ttl_ms", b.TTLMS)
+	if err != nil {
+		return 0, err
+	}
+	msg := &actors.Place{PoolIDs: b.PoolIDs, TTL: max(ttl, 0)}
+	if b.ModelRef != nil {
+		msg.ModelRef = *b.ModelRef
+	}
+	res, err := d.ask(r.Context(), d.reg, msg)
+	if err != nil {
+		return 0, err
+	}
+	return d.leaseAnswer(w, res.(*actors.LeaseReply))
+}
+
+// sseKeepAlive is how often an idle event stream gets a comment line, so
+// proxies and clients see the connection is alive.
+const sseKeepAlive = 15 * time.Second
+
+func (d *Daemon) getEvents(w http.ResponseWriter, r *http.Request) (int, error) {
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		return 0, errf("INTERNAL", "streaming unsupported")
+	}
+	ch := make(chan actors.Transition, 256)
+	d.sys.Root.Send(d.reg, &actors.Subscribe{Ch: ch})
+	defer d.sys.Root.Send(d.reg, &actors.Unsubscribe{Ch: ch})
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(200)
+	fmt.Fprint(w, ": pool-managerd events\n\n")
+	fl.Flush()
+	ka := time.NewTicker(sseKeepAlive)
+	defer ka.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return 200, nil
+		case <-ka.C:
+			fmt.Fprint(w, ": keep-alive\n\n")
+			fl.Flush()
+		case t, ok := <-ch:
+			if !ok { // fell behind: the client reconnects and re-reads /v1/pools
+				return 200, nil
+			}
+			b, _ := json.Marshal(t)
+			fmt.Fprintf(w, "event: pool_state\ndata: %s\n\n", b)
+			fl.Flush()
+		}
+	}
+}

@@ -1,0 +1,158 @@
+package supervisor
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/pool-managerd/pool-managerd/actors"
+)
+
+// Metrics holds pool-managerd's Prometheus metrics (CONTRACT §6). Counters
+// and histograms are fed by pool actors through actors.Observer; gauges that
+// describe current state are read from the registry actor at scrape time, so
+// they can never drift from what the API shows. Label sets are bounded: pool
+// ids come from the config, reasons/outcomes/kinds from fixed lists.
+type Metrics struct {
+	Registry  *prometheus.Registry
+	restarts  *prometheus.CounterVec
+	preload   *prometheus.HistogramVec
+	drain     *prometheus.HistogramVec
+	reloads   *prometheus.CounterVec
+	probes    *prometheus.HistogramVec
+	api       *prometheus.HistogramVec
+	xids      *prometheus.CounterVec
+	dropped   *prometheus.CounterVec
+	snapshots func(context.Context) ([]actors.PoolStatus, error)
+}
+
+const ns = "pool_managerd"
+
+// NewMetrics builds the metrics; snapshot reads the registry for gauges.
+func NewMetrics(snapshot func(context.Context) ([]actors.PoolStatus, error)) *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry(), snapshots: snapshot}
+	m.restarts = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "restarts_total",
+		Help: "Engine failures that led to a restart or to the breaker, by failure reason."}, []string{"pool_id", "reason"})
+	m.preload = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "preload_duration_seconds",
+		Help: "Time from preload start to ready or failure.", Buckets: prometheus.ExponentialBuckets(0.05, 2.5, 12)}, []string{"pool_id", "outcome"})
+	m.drain = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "drain_duration_seconds",
+		Help: "Time from drain start to engine stopped.", Buckets: prometheus.ExponentialBuckets(0.01, 3, 10)}, []string{"pool_id", "forced"})
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "reload_total",
+		Help: "Finished reloads by outcome (succeeded, rolled_back, failed, cancelled)."}, []string{"pool_id", "outcome"})
+	m.probes = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "probe_duration_seconds",
+		Help: "Engine HTTP probe latency.", Buckets: prometheus.ExponentialBuckets(0.0005, 3, 10)}, []string{"pool_id", "kind"})
+	m.api = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "api_request_duration_seconds",
+		Help: "API request latency by route pattern and status code.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}, []string{"route", "code"})
+	m.xids = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "gpu_xid_events_total",
+		Help: "NVIDIA XID events seen by NVML."}, []string{"uuid", "xid"})
+	m.dropped = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "engine_log_lines_dropped_total",
+		Help: "Engine output lines not forwarded to the journal because of the per-pool rate limit."}, []string{"pool_id"})
+	m.Registry.MustRegister(m.restarts, m.preload, m.drain, m.reloads, m.probes, m.api, m.xids, m.dropped,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &stateCollector{m})
+	return m
+}
+
+// Observer implementation (actors.Observer).
+
+func (m *Metrics) Restart(pool, reason string) { m.restarts.WithLabelValues(pool, reason).Inc() }
+func (m *Metrics) Preload(pool, outcome string, d time.Duration) {
+	m.preload.WithLabelValues(pool, outcome).Observe(d.Seconds())
+}
+func (m *Metrics) Drain(pool string, forced bool, d time.Duration) {
+	f := "false"
+	if forced {
+		f = "true"
+	}
+	m.drain.WithLabelValues(pool, f).Observe(d.Seconds())
+}
+func (m *Metrics) Reload(pool, outcome string) { m.reloads.WithLabelValues(pool, outcome).Inc() }
+func (m *Metrics) Probe(pool, kind string, d time.Duration) {
+	m.probes.WithLabelValues(pool, kind).Observe(d.Seconds())
+}
+
+// XID counts one GPU XID event.
+func (m *Metrics) XID(uuid string, xid uint64) {
+	m.xids.WithLabelValues(uuid, itoa(xid)).Inc()
+}
+
+// LogDropped counts one engine output line dropped by the rate limit.
+func (m *Metrics) LogDropped(pool string) { m.dropped.WithLabelValues(pool).Inc() }
+
+// ObserveAPI records one API request.
+func (m *Metrics) ObserveAPI(route string, code int, d time.Duration) {
+	m.api.WithLabelValues(route, itoa(uint64(code))).Observe(d.Seconds())
+}
+
+// Forget removes a pool's series once it is gone from the config.
+func (m *Metrics) Forget(pool string) {
+	for _, v := range []*prometheus.CounterVec{m.restarts, m.reloads, m.dropped} {
+		v.DeletePartialMatch(prometheus.Labels{"pool_id": pool})
+	}
+	for _, v := range []*prometheus.HistogramVec{m.preload, m.drain, m.probes} {
+		v.DeletePartialMatch(prometheus.Labels{"pool_id": pool})
+	}
+}
+
+func itoa(v uint64) string {
+	if v == 0 {
+		return "0"
+	}
+	var b [20]byte
+	i := len(b)
+	for v > 0 {
+		i--
+		b[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return string(b[i:])
+}
+
+var (
+	descState  = prometheus.NewDesc(ns+"_pool_state", "1 for the pool's current state, 0 for the others.", []string{"pool_id", "state"}, nil)
+	descReady  = prometheus.NewDesc(ns+"_pool_ready", "1 when the pool is ready.", []string{"pool_id", "engine", "engine_version"}, nil)
+	descLeases = prometheus.NewDesc(ns+"_active_leases", "Leases held on the pool.", []string{"pool_id"}, nil)
+	descFree   = prometheus.NewDesc(ns+"_gpu_memory_free_bytes", "Free memory of each GPU a pool uses, as last seen by the guardrail.", []string{"uuid"}, nil)
+)
+
+// stateCollector reads current state from the registry at scrape time.
+type stateCollector struct{ m *Metrics }
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descState
+	ch <- descReady
+	ch <- descLeases
+	ch <- descFree
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	pools, err := c.m.snapshots(ctx)
+	if err != nil {
+		return
+	}
+	seen := map[string]bool{}
+	for _, p := range pools {
+		for _, s := range actors.States {
+			v := 0.0
+			if p.State == s {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, v, p.PoolID, string(s))
+		}
+		r := 0.0
+		if p.Ready {
+			r = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, r, p.PoolID, p.Engine, p.EngineVersion)
+		ch <- prometheus.MustNewConstMetric(descLeases, prometheus.GaugeValue, float64(p.ActiveLeases), p.PoolID)
+		for _, d := range p.Devices {
+			if d.UUID != "" && !seen[d.UUID] {
+				seen[d.UUID] = true
+				ch <- prometheus.MustNewConstMetric(descFree, prometheus.GaugeValue, float64(d.MemoryFreeBytes), d.UUID)
+			}
+		}
+	}
+}
