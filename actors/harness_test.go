@@ -98,7 +98,7 @@ func simPool(id string, flags ...string) config.Pool {
 	cmd := append([]string{os.Args[0], "--host", "${HOST}", "--port", "${PORT}", "--model", "${MODEL_REF}"}, flags...)
 	return config.Pool{
 		ID: id, Engine: "llamacpp", EngineVersion: "v1", ModelRef: "test/model-a",
-		Command: cmd, Env: map[string]string{"POOL_MANAGERD_SIM": "1"}, Host: "127.0.0.1",
+		Command: cmd, Env: map[string]string{"POOL_MANAGERD_SIM": "1", "GORACE": "atexit_sleep_ms=0"}, Host: "127.0.0.1",
 		StartupTimeout: 20 * time.Second, StallTimeout: 0, StopGrace: 2 * time.Second, DrainDeadline: 10 * time.Second,
 		Readiness: config.Probe{Path: "/health", Timeout: time.Second},
 		Liveness:  config.Probe{Path: "/health", Interval: time.Hour, Timeout: time.Second, FailureThreshold: 3},

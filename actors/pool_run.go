@@ -270,7 +270,7 @@ func (a *pool) onExited(m *exited) {
 	}
 	a.log.Warn("engine.exited", attrs...)
 	msg := "engine exited unexpectedly (" + ex.String() + ")"
-	if line := a.sink.LastLine("stderr"); line != "" {
+	if line := m.proc.LastLine("stderr"); line != "" {
 		msg += "; last stderr: " + truncate(line, 300)
 	}
 	a.fail("exit", errors.New(msg))

@@ -1,0 +1,102 @@
+// This file prepares what a child process inherits: environment, port, user.
+
+package engine
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/user"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// CleanEnv returns base without the variables that belong to the daemon's
+// own relationship with systemd (NOTIFY_SOCKET, WATCHDOG_*, LISTEN_*, and
+// JOURNAL_STREAM, since the child's stderr is our pipe and not the journal),
+// plus extra; extra wins over base, later base entries over earlier ones, and
+// entries without "=" are dropped. The result is sorted by name.
+func CleanEnv(base []string, extra map[string]string) []string {
+	m := make(map[string]string, len(base)+len(extra))
+	for _, kv := range base {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" || daemonOnly(k) {
+			continue
+		}
+		m[k] = v
+	}
+	for k, v := range extra {
+		m[k] = v
+	}
+	out := make([]string, 0, len(m))
+	for k, v := range m {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// daemonOnly reports whether an inherited variable must not reach an engine:
+// a child that sees NOTIFY_SOCKET or WATCHDOG_USEC could talk to systemd as us.
+func daemonOnly(name string) bool {
+	return name == "NOTIFY_SOCKET" || name == "JOURNAL_STREAM" ||
+		strings.HasPrefix(name, "WATCHDOG_") || strings.HasPrefix(name, "LISTEN_")
+}
+
+// FreePort returns a TCP port that was free on host a moment ago ("" means
+// 127.0.0.1). Another process may take it before the engine binds it; the
+// pool treats that like any other failed start.
+func FreePort(host string) (int, error) {
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("engine: free port on %s: %w", host, err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	if err := l.Close(); err != nil {
+		return 0, fmt.Errorf("engine: free port on %s: %w", host, err)
+	}
+	return port, nil
+}
+
+// LookupCredential resolves username to the uid, gid and supplementary
+// groups an engine should run with. It returns nil, nil when username is the
+// daemon's own user (nothing to switch), and an error when switching is
+// needed but the daemon is not root.
+func LookupCredential(username string) (*syscall.Credential, error) {
+	u, err := user.Lookup(username)
+	if err != nil {
+		return nil, fmt.Errorf("engine: user %q: %w", username, err)
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("engine: user %q: uid %q: %w", username, u.Uid, err)
+	}
+	if int(uid) == os.Geteuid() {
+		return nil, nil
+	}
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("engine: running engines as user %q needs root; the daemon runs as uid %d", username, os.Geteuid())
+	}
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("engine: user %q: gid %q: %w", username, u.Gid, err)
+	}
+	ids, err := u.GroupIds()
+	if err != nil {
+		return nil, fmt.Errorf("engine: user %q: groups: %w", username, err)
+	}
+	groups := make([]uint32, 0, len(ids))
+	for _, id := range ids {
+		g, err := strconv.ParseUint(id, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("engine: user %q: group id %q: %w", username, id, err)
+		}
+		groups = append(groups, uint32(g))
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: groups}, nil
+}

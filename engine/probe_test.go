@@ -1,0 +1,118 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pool-managerd/pool-managerd/engine"
+)
+
+func TestProbeLoadingThenReady(t *testing.T) {
+	t.Parallel()
+	sink := engine.NewSink(nil, 100, 0, 0)
+	_, port := startSim(t, sink, "--load-time", "1500ms")
+	waitLines(t, sink, "sim-engine: loading model", 1) // printed once the port is bound
+	client := engine.NewProbeClient()
+	url := fmt.Sprintf("http://127.0.0.1:%d/health", port)
+
+	r := engine.Probe(context.Background(), client, url, time.Second)
+	if r.Err != nil || r.Status != http.StatusServiceUnavailable || r.OK() {
+		t.Fatalf("probe while loading = %+v, want 503", r)
+	}
+	waitFor(t, 10*time.Second, "readiness 200", func() bool {
+		r = engine.Probe(context.Background(), client, url, time.Second)
+		return r.OK()
+	})
+	if r.Status != http.StatusOK || r.Duration <= 0 {
+		t.Fatalf("ready probe = %+v", r)
+	}
+	waitLines(t, sink, "sim-engine: ready at_unix_nano=", 1)
+}
+
+func TestProbeHungHealthTimesOut(t *testing.T) {
+	t.Parallel()
+	sink := engine.NewSink(nil, 100, 0, 0)
+	_, port := startSim(t, sink, "--hang-health")
+	waitLines(t, sink, "sim-engine: ready", 1)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	const timeout = 300 * time.Millisecond
+	r := engine.Probe(context.Background(), nil, base+"/health", timeout)
+	if r.Err == nil || r.OK() || !errors.Is(r.Err, context.DeadlineExceeded) {
+		t.Fatalf("probe of a hung /health = %+v, want a deadline error", r)
+	}
+	if r.Duration < timeout-20*time.Millisecond {
+		t.Fatalf("probe gave up after %v, before its %v timeout", r.Duration, timeout)
+	}
+	// The port stays open: /metrics answers.
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"llamacpp:requests_processing 0", "llamacpp:requests_deferred 0"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, body)
+		}
+	}
+}
+
+func TestProbeHangHealthAfter(t *testing.T) {
+	t.Parallel()
+	sink := engine.NewSink(nil, 100, 0, 0)
+	_, port := startSim(t, sink, "--hang-health-after", "2s")
+	waitLines(t, sink, "sim-engine: ready", 1)
+	url := fmt.Sprintf("http://127.0.0.1:%d/health", port)
+	if r := engine.Probe(context.Background(), nil, url, time.Second); !r.OK() {
+		t.Fatalf("probe before the hang = %+v, want 200", r)
+	}
+	waitFor(t, 10*time.Second, "/health to hang", func() bool {
+		return engine.Probe(context.Background(), nil, url, 200*time.Millisecond).Err != nil
+	})
+}
+
+func TestProbeRefusedAndCancelled(t *testing.T) {
+	t.Parallel()
+	port, err := engine.FreePort("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := engine.Probe(context.Background(), nil, fmt.Sprintf("http://127.0.0.1:%d/health", port), time.Second)
+	if r.Err == nil || r.Status != 0 || r.OK() {
+		t.Fatalf("probe of a closed port = %+v, want an error", r)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if r := engine.Probe(ctx, nil, fmt.Sprintf("http://127.0.0.1:%d/health", port), 0); r.Err == nil {
+		t.Fatalf("probe with a cancelled context = %+v, want an error", r)
+	}
+}
+
+func TestSimEndpoints(t *testing.T) {
+	t.Parallel()
+	sink := engine.NewSink(nil, 100, 0, 0)
+	_, port := startSim(t, sink, "--model", "llama-test", "--parallel", "4")
+	waitLines(t, sink, "sim-engine: ready", 1)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	for path, want := range map[string]string{
+		"/health":    `{"status":"ok"}`,
+		"/v1/models": `"id":"llama-test"`,
+		"/props":     `"total_slots":4`,
+	} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s = %d %s, want 200 with %s", path, resp.StatusCode, body, want)
+		}
+	}
+}

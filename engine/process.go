@@ -1,0 +1,305 @@
+// This file runs one engine process: fork/exec into its own process group,
+// Pdeathsig, output forwarding, and a stop that leaves no zombie and no
+// grandchild behind.
+//
+// Life of a Process (one supervising goroutine per process):
+//
+//	Start ──► running ──(leader exits)──► leader is a zombie
+//	                                         │ SIGKILL to -pgid (grandchildren die)
+//	                                         ▼
+//	                                      reaped (cmd.Wait; pipes drained,
+//	                                         │      bounded by pipeCloseDelay)
+//	                                         ▼
+//	                                      orphans of the group reaped (when we
+//	                                         │      are pid 1 or a subreaper)
+//	                                         ▼
+//	                                      Done closed, Exit valid
+//
+// Stop and Kill only ever signal the group while its leader is unreaped: a
+// zombie leader pins the pgid, so the number cannot have been reused by an
+// unrelated process group.
+
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// pipeCloseDelay is cmd.WaitDelay: how long Wait keeps reading stdout/stderr
+// after the leader was reaped. Every process in the group has been SIGKILLed
+// by then, so the pipes normally reach EOF within milliseconds; only a process
+// that left the group (setsid, a double-forking daemon) or one stuck in the
+// kernel can still hold them. Two seconds is ample to read what the dying
+// group wrote, and short enough that such a straggler cannot hold a stop or a
+// restart hostage.
+const pipeCloseDelay = 2 * time.Second
+
+// orphanReapWindow bounds how long we reap the group's orphans (members that
+// were re-parented to us because we are pid 1 or a child subreaper) after
+// the group SIGKILL. SIGKILLed processes exit in milliseconds; the bound only
+// matters for a process stuck in uninterruptible sleep.
+const orphanReapWindow = time.Second
+
+// orphanReapPoll is the pause between two non-blocking reaps in that window.
+const orphanReapPoll = 5 * time.Millisecond
+
+// Spec describes one engine process.
+type Spec struct {
+	PoolID string
+	// Argv is the expanded argv; Argv[0] is looked up in the daemon's PATH
+	// when it has no slash.
+	Argv []string
+	// Env is the complete child environment (see CleanEnv). A nil Env means
+	// CleanEnv(os.Environ(), nil), never the daemon's raw environment (which
+	// carries NOTIFY_SOCKET and friends).
+	Env []string
+	// Dir is the working directory; "" means the daemon's.
+	Dir string
+	// Credential runs the engine as another user; nil means the daemon's user.
+	Credential *syscall.Credential
+	// Sink receives output lines; nil discards them (LastActivity still moves).
+	Sink *Sink
+}
+
+// Process is one running (or finished) engine process and its process group.
+type Process struct {
+	pid       int // also the pgid: Setpgid with Pgid 0
+	startedAt time.Time
+	sink      *Sink
+	stdout    *lineWriter
+	stderr    *lineWriter
+	done      chan struct{}
+	exit      Exit // written before done is closed
+
+	// lastActivity is the unix-nano time of the last output, or startedAt.
+	lastActivity atomic.Int64
+
+	mu       sync.Mutex // guards reaped and termSent; held while signalling
+	reaped   bool       // the leader has been (or is being) reaped: never signal -pid again
+	termSent bool       // SIGTERM goes out once, however many Stops there are
+}
+
+// Start forks and execs spec.Argv in a new process group with
+// Pdeathsig=SIGKILL and returns once the exec succeeded or failed.
+//
+// Pdeathsig caveat: the kernel sends the parent-death signal when the
+// *thread* that forked the child exits, not when the daemon does, and the Go
+// runtime may retire threads. So the fork happens on a goroutine that locks
+// its OS thread and stays on it, blocked in waitid, until the leader has
+// exited; only after the reap is the thread unlocked. If the daemon dies
+// (even by SIGKILL) the thread dies with it and the kernel SIGKILLs the
+// engine. Grandchildren do not inherit Pdeathsig; the group SIGKILL and the
+// daemon's pid records cover them.
+func Start(spec Spec) (*Process, error) {
+	if len(spec.Argv) == 0 || spec.Argv[0] == "" {
+		return nil, errors.New("engine: start: empty argv")
+	}
+	env := spec.Env
+	if env == nil {
+		env = CleanEnv(os.Environ(), nil)
+	}
+	p := &Process{sink: spec.Sink, done: make(chan struct{})}
+	p.stdout = &lineWriter{stream: StreamStdout, sink: spec.Sink, activity: &p.lastActivity}
+	p.stderr = &lineWriter{stream: StreamStderr, sink: spec.Sink, activity: &p.lastActivity}
+
+	cmd := exec.Command(spec.Argv[0], spec.Argv[1:]...)
+	cmd.Env = env
+	cmd.Dir = spec.Dir
+	cmd.Stdout = p.stdout // not *os.File: exec makes the pipes and copies, bounded by WaitDelay
+	cmd.Stderr = p.stderr
+	cmd.WaitDelay = pipeCloseDelay
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setpgid:    true,
+		Pdeathsig:  syscall.SIGKILL,
+		Credential: spec.Credential,
+	}
+
+	started := make(chan error, 1)
+	go p.supervise(cmd, started)
+	if err := <-started; err != nil {
+		if spec.PoolID != "" {
+			return nil, fmt.Errorf("engine: pool %s: start %s: %w", spec.PoolID, spec.Argv[0], err)
+		}
+		return nil, fmt.Errorf("engine: start %s: %w", spec.Argv[0], err)
+	}
+	return p, nil
+}
+
+// supervise forks, waits and reaps, all on one locked OS thread (see Start).
+func (p *Process) supervise(cmd *exec.Cmd, started chan<- error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread() // only after the reap: the thread may go back to the pool
+	if err := cmd.Start(); err != nil {
+		started <- err
+		return
+	}
+	p.pid = cmd.Process.Pid
+	p.startedAt = time.Now()
+	p.lastActivity.Store(p.startedAt.UnixNano())
+	started <- nil
+
+	waitExited(p.pid) // leader is a zombie now (or waitid failed; Wait copes)
+	exitedAt := time.Now()
+	p.mu.Lock()
+	_ = syscall.Kill(-p.pid, syscall.SIGKILL) // no grandchild survives its engine
+	p.reaped = true
+	p.mu.Unlock()
+
+	err := cmd.Wait() // reaps, then drains the pipes (bounded by WaitDelay)
+	p.stdout.flush()
+	p.stderr.flush()
+	p.sink.reportDrops()
+	// ErrWaitDelay only comes with a clean exit; after a crash, the time tells.
+	if (errors.Is(err, exec.ErrWaitDelay) || time.Since(exitedAt) >= pipeCloseDelay) && p.sink != nil {
+		p.sink.logger.Warn("engine output pipes still held open after the engine exited; closed them",
+			"pid", p.pid, "wait_delay", pipeCloseDelay)
+	}
+	reapGroupOrphans(p.pid)
+	p.exit = exitFromState(cmd.ProcessState, exitedAt)
+	close(p.done)
+}
+
+// waitExited blocks until the leader has exited without reaping it
+// (waitid WNOWAIT), so its pid and pgid cannot be reused while we SIGKILL the
+// group. The syscall blocks this locked thread, which is what Pdeathsig needs.
+func waitExited(pid int) {
+	const pPID = 1     // P_PID
+	var info [128]byte // siginfo_t; we only need the wait, not its contents
+	for {
+		_, _, errno := syscall.Syscall6(syscall.SYS_WAITID, pPID, uintptr(pid),
+			uintptr(unsafe.Pointer(&info)), syscall.WEXITED|syscall.WNOWAIT, 0, 0)
+		if errno != syscall.EINTR {
+			return
+		}
+	}
+}
+
+// reapGroupOrphans reaps members of the (SIGKILLed) group that were
+// re-parented to this daemon. That only happens when the daemon is pid 1 (a
+// container without an init) or a child subreaper; otherwise init reaps them
+// and this returns at once. wait4(-pgid) matches only this engine's group, so
+// it cannot steal another engine's exit status.
+func reapGroupOrphans(pgid int) {
+	if !reapsOrphans() {
+		return
+	}
+	deadline := time.Now().Add(orphanReapWindow)
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-pgid, &ws, syscall.WNOHANG, nil)
+		switch {
+		case err == syscall.EINTR || pid > 0:
+			continue // reaped one; look for more
+		case err == syscall.ECHILD && syscall.Kill(-pgid, 0) == syscall.ESRCH:
+			return // the group is gone
+		case time.Now().After(deadline):
+			return
+		}
+		time.Sleep(orphanReapPoll)
+	}
+}
+
+// reapsOrphans reports whether orphaned grandchildren are re-parented to us.
+func reapsOrphans() bool {
+	if os.Getpid() == 1 {
+		return true
+	}
+	const prGetChildSubreaper = 37
+	var v int32
+	_, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prGetChildSubreaper, uintptr(unsafe.Pointer(&v)), 0)
+	return errno == 0 && v != 0
+}
+
+// Pid is the leader's pid.
+func (p *Process) Pid() int { return p.pid }
+
+// Pgid is the process group id; it equals Pid.
+func (p *Process) Pgid() int { return p.pid }
+
+// StartedAt is when the exec succeeded.
+func (p *Process) StartedAt() time.Time { return p.startedAt }
+
+// Done is closed after the leader is reaped, the group SIGKILLed and the
+// output pipes drained (bounded by pipeCloseDelay).
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Exit says how the leader ended; the zero Exit before Done is closed.
+func (p *Process) Exit() Exit {
+	select {
+	case <-p.done:
+		return p.exit
+	default:
+		return Exit{}
+	}
+}
+
+// LastActivity is the time of the last output (any bytes on stdout or
+// stderr), or StartedAt when there was none.
+func (p *Process) LastActivity() time.Time {
+	return time.Unix(0, p.lastActivity.Load())
+}
+
+// LastLine is the last line this process wrote on stream ("stdout" or
+// "stderr"; "" if none), for an exit's last_error. Unlike Sink.LastLine it
+// never shows a line from an earlier engine of the same pool.
+func (p *Process) LastLine(stream string) string {
+	switch stream {
+	case StreamStdout:
+		return p.stdout.lastLine()
+	case StreamStderr:
+		return p.stderr.lastLine()
+	}
+	return ""
+}
+
+// Stop sends SIGTERM to the group, waits up to grace for the leader to exit,
+// then SIGKILLs the group and waits for Done. The group is always SIGKILLed
+// once the leader has exited. Stop is idempotent and safe from several
+// goroutines (SIGTERM is sent once; each caller's grace is honoured, so a
+// later Stop(0) cuts an earlier long grace short). It blocks until Done: a
+// process stuck in uninterruptible sleep (a wedged GPU driver) blocks it.
+func (p *Process) Stop(grace time.Duration) Exit {
+	p.mu.Lock()
+	if !p.reaped && !p.termSent {
+		p.termSent = true
+		_ = syscall.Kill(-p.pid, syscall.SIGTERM)
+	}
+	p.mu.Unlock()
+	if grace > 0 {
+		t := time.NewTimer(grace)
+		select {
+		case <-p.done:
+			t.Stop()
+			return p.exit
+		case <-t.C:
+		}
+	}
+	p.Kill()
+	<-p.done
+	return p.exit
+}
+
+// Kill sends SIGKILL to the group now and returns without waiting.
+func (p *Process) Kill() { p.signalGroup(syscall.SIGKILL) }
+
+func (p *Process) signalGroup(sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.reaped {
+		_ = syscall.Kill(-p.pid, sig)
+	}
+}
+
+// String is "pid N", for error messages.
+func (p *Process) String() string {
+	return fmt.Sprintf("pid %d", p.pid)
+}

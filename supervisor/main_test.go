@@ -1,0 +1,160 @@
+package supervisor
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pool-managerd/pool-managerd/actors"
+	"github.com/pool-managerd/pool-managerd/config"
+	"github.com/pool-managerd/pool-managerd/engine/sim"
+	"github.com/pool-managerd/pool-managerd/gpu"
+)
+
+// The test binary doubles as the engine simulator (see actors' TestMain).
+func TestMain(m *testing.M) {
+	if os.Getenv("POOL_MANAGERD_SIM") == "1" {
+		os.Exit(sim.Main(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+const waitLimit = 30 * time.Second
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func simPool(id string, flags ...string) config.Pool {
+	cmd := append([]string{os.Args[0], "--host", "${HOST}", "--port", "${PORT}", "--model", "${MODEL_REF}"}, flags...)
+	return config.Pool{
+		ID: id, Engine: "llamacpp", EngineVersion: "v1", ModelRef: "test/" + id,
+		Command: cmd, Env: map[string]string{"POOL_MANAGERD_SIM": "1", "GORACE": "atexit_sleep_ms=0"}, Host: "127.0.0.1",
+		StartupTimeout: 20 * time.Second, StopGrace: 2 * time.Second, DrainDeadline: 10 * time.Second,
+		Readiness: config.Probe{Path: "/health", Timeout: time.Second},
+		Liveness:  config.Probe{Path: "/health", Interval: time.Hour, Timeout: time.Second, FailureThreshold: 3},
+		Restart: config.Restart{Initial: 10 * time.Millisecond, Multiplier: 2, Max: time.Second, Jitter: 0.1,
+			ResetAfter: time.Hour, MaxFailures: 5, Window: time.Hour},
+	}
+}
+
+type testDaemon struct {
+	*Daemon
+	t    *testing.T
+	base string
+	logs *syncBuffer
+}
+
+func startDaemon(t *testing.T, token string, pools ...config.Pool) *testDaemon {
+	t.Helper()
+	cfg := &config.Config{Listen: "127.0.0.1:0", ShutdownDeadline: 5 * time.Second, Pools: pools,
+		Log: config.Log{Format: "json", Level: "debug"}}
+	logs := &syncBuffer{}
+	var w io.Writer = logs
+	if testing.Verbose() {
+		w = io.MultiWriter(logs, os.Stderr)
+	}
+	d, err := New(Options{Config: cfg, Logger: slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		SelfExe: os.Args[0], Guard: gpu.NoGuard{}, Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(ln); err != nil {
+		t.Fatal(err)
+	}
+	td := &testDaemon{Daemon: d, t: t, base: "http://" + ln.Addr().String(), logs: logs}
+	t.Cleanup(d.Shutdown)
+	return td
+}
+
+// call does one request and decodes the JSON answer into a map.
+func (td *testDaemon) call(method, path string, body any, hdr ...string) (int, map[string]any) {
+	td.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		rd = bytes.NewReader(j)
+	}
+	req, _ := http.NewRequest(method, td.base+path, rd)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		td.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	out := map[string]any{}
+	if len(raw) > 0 && strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		if err := json.Unmarshal(raw, &out); err != nil {
+			td.t.Fatalf("%s %s: bad JSON %q: %v", method, path, raw, err)
+		}
+	}
+	out["_raw"] = string(raw)
+	out["_cid"] = resp.Header.Get("X-Correlation-Id")
+	return resp.StatusCode, out
+}
+
+// waitState subscribes to transitions and waits until the pool is in want.
+func (td *testDaemon) waitState(id string, want actors.State) map[string]any {
+	td.t.Helper()
+	ch := make(chan actors.Transition, 256)
+	td.sys.Root.Send(td.reg, &actors.Subscribe{Ch: ch})
+	defer td.sys.Root.Send(td.reg, &actors.Unsubscribe{Ch: ch})
+	deadline := time.After(waitLimit)
+	for {
+		if _, st := td.call("GET", "/v1/pools/"+id, nil); st["state"] == string(want) {
+			return st
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			_, st := td.call("GET", "/v1/pools/"+id, nil)
+			td.t.Fatalf("pool %s never reached %s: %v\nlogs:\n%s", id, want, st, td.logs.String())
+		}
+	}
+}
+
+// expectErr asserts an error answer's status and code.
+func expectErr(t *testing.T, code int, body map[string]any, wantCode int, wantErr string) {
+	t.Helper()
+	if code != wantCode || body["code"] != wantErr {
+		t.Fatalf("want %d %s, got %d %v", wantCode, wantErr, code, body["_raw"])
+	}
+	if _, ok := body["message"].(string); !ok {
+		t.Fatalf("error without message: %v", body["_raw"])
+	}
+	if _, ok := body["retriable"].(bool); !ok {
+		t.Fatalf("error without retriable: %v", body["_raw"])
+	}
+}
