@@ -132,6 +132,10 @@ type engineStopped struct {
 	proc *engine.Process
 	exit engine.Exit
 }
+type engineMetrics struct {
+	gen uint64
+	m   EngineMetric
+}
 type timerFired struct {
 	kind  string
 	token uint64
@@ -144,6 +148,7 @@ func (probeReady) poolMsg()     {}
 func (livenessResult) poolMsg() {}
 func (engineStopped) poolMsg()  {}
 func (timerFired) poolMsg()     {}
+func (engineMetrics) poolMsg()  {}
 
 // NewPoolProps builds the props of one pool's actor.
 func NewPoolProps(cfg config.Pool, d PoolDeps) *actor.Props {
@@ -214,6 +219,8 @@ func (a *pool) Receive(ctx actor.Context) {
 		a.onStopped(m)
 	case *timerFired:
 		a.onTimer(m)
+	case *engineMetrics:
+		a.onEngineMetrics(m)
 	case *Drain:
 		ctx.Respond(a.handleDrain(m))
 	case *LeasesChanged:

@@ -187,7 +187,11 @@ func (a *pool) becomeReady() {
 	a.log.Info("engine.ready", "pid", a.procPid(), "duration_ms", now.Sub(a.preloadStart).Milliseconds())
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	go a.liveness(ctx, a.gen, *a.st.URL+a.cfg.Liveness.Path, a.cfg.Liveness)
+	metricsURL := ""
+	if a.cfg.MetricsPath != "" {
+		metricsURL = *a.st.URL + a.cfg.MetricsPath
+	}
+	go a.liveness(ctx, a.gen, *a.st.URL+a.cfg.Liveness.Path, a.cfg.Liveness, metricsURL)
 	if r := a.reload; r != nil {
 		if r.phase == "new" {
 			a.finishReload("succeeded", false, "")
@@ -209,8 +213,15 @@ func (a *pool) procPid() int {
 	return a.proc.Pid()
 }
 
-// liveness probes every interval while the engine is ready or draining.
-func (a *pool) liveness(ctx context.Context, gen uint64, url string, cfg config.Probe) {
+// Engine metrics the daemon reads from llama-server-style engines (queue depth).
+const (
+	metricProcessing = "llamacpp:requests_processing"
+	metricDeferred   = "llamacpp:requests_deferred"
+)
+
+// liveness probes every interval while the engine is ready or draining and,
+// when the pool has a metrics_path, scrapes the engine's queue depth.
+func (a *pool) liveness(ctx context.Context, gen uint64, url string, cfg config.Probe, metricsURL string) {
 	for {
 		tick := make(chan struct{})
 		t := a.d.Clock.AfterFunc(cfg.Interval, func() { close(tick) })
@@ -226,7 +237,21 @@ func (a *pool) liveness(ctx context.Context, gen uint64, url string, cfg config.
 		}
 		a.d.Observer.Probe(a.id, "liveness", r.Duration)
 		a.root.Send(a.self, &livenessResult{gen: gen, res: r})
+		if metricsURL != "" && r.OK() {
+			if m, err := engine.Scrape(ctx, a.d.ProbeClient, metricsURL, cfg.Timeout, metricProcessing, metricDeferred); err == nil {
+				a.root.Send(a.self, &engineMetrics{gen: gen, m: EngineMetric{RequestsProcessing: m[metricProcessing], RequestsDeferred: m[metricDeferred]}})
+			}
+		}
 	}
+}
+
+func (a *pool) onEngineMetrics(m *engineMetrics) {
+	if m.gen != a.gen || a.proc == nil {
+		return
+	}
+	em := m.m
+	a.st.EngineMetrics = &em
+	a.dirty = true
 }
 
 func (a *pool) onLiveness(m *livenessResult) {
@@ -353,7 +378,7 @@ func (a *pool) onStopped(m *engineStopped) {
 	}
 	a.log.Info("engine.stopped", "pid", m.proc.Pid(), "exit_code", m.exit.Code, "signal", m.exit.Signal)
 	a.proc, a.stopReq = nil, false
-	a.st.PID, a.st.URL, a.st.Live, a.st.StartedAtMS = nil, nil, false, nil
+	a.st.PID, a.st.URL, a.st.Live, a.st.StartedAtMS, a.st.EngineMetrics = nil, nil, false, nil, nil
 	a.dirty = true
 	then := a.afterStop
 	a.afterStop = nil

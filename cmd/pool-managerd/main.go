@@ -1,0 +1,178 @@
+// Command pool-managerd keeps LLM inference engines alive on one GPU host and
+// tells the orchestrator which of them can take work. See README.md and
+// ../shared/CONTRACT.md for flags, config, API and signals.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/pool-managerd/pool-managerd/config"
+	"github.com/pool-managerd/pool-managerd/configs"
+	"github.com/pool-managerd/pool-managerd/ctl"
+	"github.com/pool-managerd/pool-managerd/engine/sim"
+	"github.com/pool-managerd/pool-managerd/supervisor"
+)
+
+// Exit codes (CONTRACT §1).
+const (
+	exitOK      = 0
+	exitFatal   = 1
+	exitBadArgs = 2
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "sim-engine":
+			return sim.Main(args[1:])
+		case "ctl":
+			return ctl.Main(args[1:], stdout, stderr)
+		}
+	}
+	fs := flag.NewFlagSet("pool-managerd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "run the daemon on this YAML config `file`")
+	demo := fs.Bool("demo", false, "run the daemon on the embedded demo config (simulated engines, no GPU needed)")
+	check := fs.String("check-config", "", "validate this config `file`, print every problem, exit 0 or 2")
+	version := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage:\n  pool-managerd -config FILE | -demo | -check-config FILE | -version\n  pool-managerd sim-engine [flags]\n  pool-managerd ctl COMMAND [flags]\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitBadArgs
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "pool-managerd: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return exitBadArgs
+	}
+	switch {
+	case *version:
+		fmt.Fprintln(stdout, "pool-managerd", supervisor.Version)
+		return exitOK
+	case *check != "":
+		if _, err := config.Load(*check); err != nil {
+			fmt.Fprintln(stderr, err)
+			return exitBadArgs
+		}
+		fmt.Fprintf(stdout, "%s: ok\n", *check)
+		return exitOK
+	case *demo && *cfgPath != "":
+		fmt.Fprintln(stderr, "pool-managerd: -demo and -config are exclusive")
+		return exitBadArgs
+	case !*demo && *cfgPath == "":
+		fs.Usage()
+		return exitBadArgs
+	}
+	load := func() (*config.Config, error) {
+		if *demo {
+			return config.Parse(configs.Demo, "demo.yaml")
+		}
+		return config.Load(*cfgPath)
+	}
+	return serve(load, stdout, stderr)
+}
+
+func serve(load func() (*config.Config, error), stdout, stderr io.Writer) int {
+	cfg, err := load()
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitBadArgs
+	}
+	if addr := os.Getenv("POOL_MANAGERD_ADDR"); addr != "" {
+		if err := config.CheckListen(addr); err != nil {
+			fmt.Fprintf(stderr, "pool-managerd: POOL_MANAGERD_ADDR: %v\n", err)
+			return exitBadArgs
+		}
+		cfg.Listen = addr
+	}
+	token, err := readToken(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "pool-managerd: %v\n", err)
+		return exitBadArgs
+	}
+	if token == "" && !config.IsLoopback(cfg.Listen) {
+		fmt.Fprintf(stderr, "pool-managerd: refusing to listen on non-loopback %s without an API token (set POOL_MANAGERD_TOKEN or auth.token_file)\n", cfg.Listen)
+		return exitBadArgs
+	}
+	logger := newLogger(cfg.Log, stdout)
+	self, err := os.Executable()
+	if err != nil {
+		self, _ = filepath.Abs(os.Args[0])
+	}
+	d, err := supervisor.New(supervisor.Options{Config: cfg, Logger: logger, SelfExe: self, Token: token})
+	if err != nil {
+		logger.Error("daemon.init_failed", "err", err)
+		return exitFatal
+	}
+	// Signals are caught before any engine starts, so none is lost.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	if err := d.Start(nil); err != nil {
+		logger.Error("daemon.start_failed", "err", err)
+		d.Shutdown()
+		return exitFatal
+	}
+	for sig := range sigs {
+		if sig != syscall.SIGHUP {
+			logger.Info("daemon.signal", "signal", sig.String())
+			break
+		}
+		next, err := load()
+		if err != nil {
+			logger.Error("config.reload_failed", "err", err.Error(), "msg", "keeping the running config")
+			continue
+		}
+		d.Reconfigure(next)
+	}
+	go func() { // a second SIGTERM/SIGINT is reported; the shutdown path already bounds itself
+		for s := range sigs {
+			logger.Warn("daemon.signal_during_shutdown", "signal", s.String())
+		}
+	}()
+	d.Shutdown()
+	return exitOK
+}
+
+func readToken(cfg *config.Config) (string, error) {
+	if t := strings.TrimSpace(os.Getenv("POOL_MANAGERD_TOKEN")); t != "" {
+		return t, nil
+	}
+	if cfg.Auth.TokenFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(cfg.Auth.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("auth.token_file: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return "", fmt.Errorf("auth.token_file %s is empty", cfg.Auth.TokenFile)
+	}
+	return t, nil
+}
+
+func newLogger(l config.Log, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(l.Level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if l.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

@@ -1,0 +1,153 @@
+package ctl
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// maxEventLine bounds one SSE line; an event is one small JSON object.
+const maxEventLine = 1 << 20
+
+// sseEvent is one dispatched Server-Sent Event.
+type sseEvent struct {
+	Type string // "message" when the stream names none
+	Data string // data lines joined with "\n"
+	ID   string
+}
+
+// readSSE parses a text/event-stream as the WHATWG spec says (lines end in
+// \n, \r\n or \r; ':' starts a comment, which daemons send as keep-alives; a
+// blank line dispatches; an event without data is dropped) and calls fn for
+// each event. It returns fn's error, or the reader's (nil at EOF).
+func readSSE(r io.Reader, fn func(sseEvent) error) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 4096), maxEventLine)
+	sc.Split(scanSSELines)
+	var ev sseEvent
+	var data []string
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" {
+			if data != nil {
+				ev.Data = strings.Join(data, "\n")
+				if ev.Type == "" {
+					ev.Type = "message"
+				}
+				if err := fn(ev); err != nil {
+					return err
+				}
+			}
+			ev, data = sseEvent{ID: ev.ID}, nil // the last event id persists
+			continue
+		}
+		if line[0] == ':' {
+			continue
+		}
+		field, value, _ := strings.Cut(line, ":")
+		value = strings.TrimPrefix(value, " ")
+		switch field {
+		case "event":
+			ev.Type = value
+		case "data":
+			data = append(data, value)
+		case "id":
+			ev.ID = value
+		} // "retry" and unknown fields: ignored, as the spec says
+	}
+	// An event not ended by a blank line is incomplete: the spec drops it.
+	return sc.Err()
+}
+
+// scanSSELines splits on \n, \r\n or a lone \r.
+func scanSSELines(data []byte, atEOF bool) (int, []byte, error) {
+	for i, b := range data {
+		switch b {
+		case '\n':
+			return i + 1, data[:i], nil
+		case '\r':
+			if i+1 < len(data) {
+				if data[i+1] == '\n' {
+					return i + 2, data[:i], nil
+				}
+				return i + 1, data[:i], nil
+			}
+			if !atEOF {
+				return 0, nil, nil // a \n may follow in the next read
+			}
+			return i + 1, data[:i], nil
+		}
+	}
+	if atEOF && len(data) > 0 {
+		return len(data), data, nil
+	}
+	return 0, nil, nil
+}
+
+// transition is a pool_state event's data (CONTRACT §4).
+type transition struct {
+	PoolID string `json:"pool_id"`
+	From   string `json:"from"`
+	To     string `json:"to"`
+	Reason string `json:"reason"`
+	AtMS   int64  `json:"at_ms"`
+}
+
+// runEvents follows /v1/events until interrupted. The stream ending on its
+// own (the daemon stopped) is an error, so a wrapper script can reconnect.
+func runEvents(c *cli, args []string) error {
+	fs := c.flags()
+	only := fs.String("pool", "", "only this pool's events")
+	if _, err := c.parse(fs, args, 0); err != nil {
+		return err
+	}
+	cl, err := c.connect()
+	if err != nil {
+		return err
+	}
+	resp, cancel, err := cl.open(c.ctx, "GET", "/v1/events", nil, true)
+	if c.ctx.Err() != nil {
+		return nil // interrupted: the normal way to stop following
+	}
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer resp.Body.Close()
+	var badEvent error
+	err = readSSE(resp.Body, func(ev sseEvent) error {
+		var t transition
+		if err := json.Unmarshal([]byte(ev.Data), &t); err != nil && ev.Type == "pool_state" {
+			badEvent = fmt.Errorf("bad pool_state event %q: %w", ev.Data, err)
+			return badEvent
+		}
+		switch {
+		case *only != "" && t.PoolID != *only:
+		case c.g.json:
+			// One JSON object per line, even when the data spanned lines.
+			var b bytes.Buffer
+			if json.Compact(&b, []byte(ev.Data)) != nil {
+				b.Reset()
+				b.WriteString(ev.Data)
+			}
+			fmt.Fprintln(c.stdout, b.String())
+		case ev.Type == "pool_state":
+			fmt.Fprintf(c.stdout, "%s %s %s -> %s (%s)\n", fmtTime(t.AtMS), t.PoolID, t.From, t.To, t.Reason)
+		} // other event types are for newer clients
+		return nil
+	})
+	if c.ctx.Err() != nil {
+		return nil // interrupted: the normal way to stop following
+	}
+	if badEvent != nil {
+		return badEvent
+	}
+	if err != nil {
+		return cl.wrapErr(c.ctx, err)
+	}
+	return errors.New("event stream closed by the daemon")
+}
