@@ -40,7 +40,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("sim-flaky missing or not crashing: %+v", flaky)
 	}
 	want := config.Restart{Initial: time.Second, Multiplier: 2, Max: 10 * time.Second, Jitter: 0.1,
-		ResetAfter: 30 * time.Second, MaxFailures: 10, Window: 5 * time.Minute}
+		ResetAfter: 30 * time.Second, MaxFailures: 30, Window: 5 * time.Minute}
 	if flaky.Restart != want || flaky.Liveness.Interval != 2*time.Second {
 		t.Errorf("sim-flaky restart %+v, liveness %v", flaky.Restart, flaky.Liveness.Interval)
 	}

@@ -78,6 +78,9 @@ func New(o Options) (*Daemon, error) {
 	if o.Notifier == nil {
 		o.Notifier = sdnotify.New(o.Logger)
 	}
+	if err := checkUsers(o.Config.Pools); err != nil {
+		return nil, err
+	}
 	d := &Daemon{opts: o, cfg: o.Config, log: o.Logger, pools: map[string]*actor.PID{}, notify: o.Notifier,
 		probe: engine.NewProbeClient()}
 	d.metrics = NewMetrics(d.snapshot)
@@ -87,6 +90,22 @@ func New(o Options) (*Daemon, error) {
 			Logger: o.Logger.With("component", "gpu"), OnXID: d.metrics.XID})
 	}
 	return d, nil
+}
+
+// checkUsers refuses pools whose `user:` the daemon cannot apply (unknown
+// user, or the daemon is not root): better a clear start-up error than an
+// engine that silently runs as the wrong user.
+func checkUsers(pools []config.Pool) error {
+	var errs []error
+	for _, p := range pools {
+		if p.User == "" {
+			continue
+		}
+		if _, err := engine.LookupCredential(p.User); err != nil {
+			errs = append(errs, fmt.Errorf("pool %s: user %q: %w", p.ID, p.User, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Handler is the HTTP API (for tests and for Start).

@@ -21,6 +21,10 @@ type Change struct {
 // log, auth, state_dir, gpu) are reported and kept as they are.
 func (d *Daemon) Reconfigure(next *config.Config) Change {
 	var ch Change
+	if err := checkUsers(next.Pools); err != nil {
+		d.log.Error("config.reload_failed", "err", err.Error(), "msg", "keeping the running config")
+		return ch
+	}
 	old := map[string]config.Pool{}
 	for _, p := range d.cfg.Pools {
 		old[p.ID] = p

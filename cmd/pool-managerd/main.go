@@ -116,9 +116,9 @@ func serve(load func() (*config.Config, error), stdout, stderr io.Writer) int {
 		self, _ = filepath.Abs(os.Args[0])
 	}
 	d, err := supervisor.New(supervisor.Options{Config: cfg, Logger: logger, SelfExe: self, Token: token})
-	if err != nil {
-		logger.Error("daemon.init_failed", "err", err)
-		return exitFatal
+	if err != nil { // a config the daemon cannot apply, e.g. a pool user it cannot switch to
+		fmt.Fprintf(stderr, "pool-managerd: %v\n", err)
+		return exitBadArgs
 	}
 	// Signals are caught before any engine starts, so none is lost.
 	sigs := make(chan os.Signal, 4)
