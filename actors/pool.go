@@ -222,13 +222,13 @@ func (a *pool) Receive(ctx actor.Context) {
 	case *engineMetrics:
 		a.onEngineMetrics(m)
 	case *Drain:
-		ctx.Respond(a.handleDrain(m))
+		a.respond(ctx, a.handleDrain(m))
 	case *LeasesChanged:
 		a.onLeases(m.Active)
 	case *Reload:
-		ctx.Respond(a.handleReload(m))
+		a.respond(ctx, a.handleReload(m))
 	case *Start:
-		ctx.Respond(a.handleStart())
+		a.respond(ctx, a.handleStart())
 	case *GPUEvent:
 		a.onGPUEvent(m.Event)
 	case *GetLogs:
@@ -237,6 +237,14 @@ func (a *pool) Receive(ctx actor.Context) {
 		a.log.Warn("pool: unknown message", "type", fmt.Sprintf("%T", m))
 	}
 	a.publish()
+}
+
+// respond answers a command after publishing its effect, so a caller that
+// queries the registry right after the answer sees the new state (a drained
+// pool is "draining" the moment the API says 202).
+func (a *pool) respond(ctx actor.Context, r *CommandReply) {
+	a.publish()
+	ctx.Respond(r)
 }
 
 // publish sends the status to the registry when it changed.

@@ -200,6 +200,7 @@ func (a *pool) finishReload(result string, rolledBack bool, errMsg string) {
 	a.log.Info("reload.finished", "result", result, "rolled_back", rolledBack, "duration_ms", dur.Milliseconds(),
 		"engine_version", a.cfg.EngineVersion, "model_ref", a.cfg.ModelRef)
 	if r.result != nil {
+		a.publish() // the registry shows the outcome before the waiter hears of it
 		select {
 		case r.result <- ReloadResult{Result: result, RolledBack: rolledBack, EngineVersion: a.cfg.EngineVersion, Duration: dur, Error: errMsg}:
 		default:

@@ -81,7 +81,20 @@ func TestPoolExitingAtOnceTripsBreaker(t *testing.T) {
 
 func gone(pid int) bool { return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) }
 
-func groupGone(pgid int) bool { return errors.Is(syscall.Kill(-pgid, 0), syscall.ESRCH) }
+// groupGone waits (bounded) for every member of a process group to be gone:
+// SIGKILLed processes take a moment to be torn down and reaped.
+func groupGone(pgid int) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if errors.Is(syscall.Kill(-pgid, 0), syscall.ESRCH) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
 
 func TestPoolSIGTERMIgnoringEngineIsKilledAfterGrace(t *testing.T) {
 	h := newHarness(t, nil)
