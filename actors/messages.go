@@ -200,3 +200,9 @@ func (GetLogs) poolMsg()       {}
 type Broadcast struct{ Msg any }
 
 func (Broadcast) registryMsg() {}
+
+// DevicesUpdate carries a fresh NVML snapshot; each pool refreshes the free
+// memory of the devices it uses (placement's tie-break, the GPU metric).
+type DevicesUpdate struct{ Devices []gpu.Device }
+
+func (DevicesUpdate) poolMsg() {}

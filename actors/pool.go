@@ -38,9 +38,20 @@ const (
 )
 
 // readinessPoll is how often a preloading engine's readiness endpoint is
-// polled: fast enough that a ready engine is seen within tens of ms, cheap
-// enough (one loopback GET) to run for every preloading pool.
-const readinessPoll = 10 * time.Millisecond
+// polled, by time since spawn: fast at first (small models load in
+// seconds), then slower so a 10-minute vLLM load or 256 pools preloading at
+// once do not cost a core in probes. Every step stays within "a ready engine
+// is seen as ready within tens of milliseconds".
+func readinessPoll(sinceSpawn time.Duration) time.Duration {
+	switch {
+	case sinceSpawn < 5*time.Second:
+		return 10 * time.Millisecond
+	case sinceSpawn < time.Minute:
+		return 25 * time.Millisecond
+	default:
+		return 50 * time.Millisecond
+	}
+}
 
 // killWait bounds how long an actor that is being stopped waits for its
 // engine's process group to die after SIGKILL.
@@ -231,6 +242,8 @@ func (a *pool) Receive(ctx actor.Context) {
 		a.respond(ctx, a.handleStart())
 	case *GPUEvent:
 		a.onGPUEvent(m.Event)
+	case *DevicesUpdate:
+		a.onDevices(m.Devices)
 	case *GetLogs:
 		ctx.Respond(&LogsReply{Lines: a.sink.Tail(m.Tail)})
 	default:

@@ -242,3 +242,24 @@ func (a *pool) onGPUEvent(ev gpu.Event) {
 	a.log.Error("gpu.xid", "uuid", ev.UUID, "xid", ev.XID, "device_level", ev.DeviceLevel, "message", ev.Message)
 	a.fail("gpu_xid", fmt.Errorf("gpu: XID %d on %s: %s", ev.XID, ev.UUID, ev.Message))
 }
+
+func (a *pool) onDevices(devs []gpu.Device) {
+	if len(a.st.Devices) == 0 {
+		return
+	}
+	next := make([]gpu.Device, len(a.st.Devices))
+	copy(next, a.st.Devices) // the registry holds the old slice: never write into it
+	changed := false
+	for i, mine := range next {
+		for _, d := range devs {
+			if d.UUID == mine.UUID && d.MemoryFreeBytes != mine.MemoryFreeBytes {
+				next[i].MemoryFreeBytes = d.MemoryFreeBytes
+				changed = true
+			}
+		}
+	}
+	if changed {
+		a.st.Devices = next
+		a.dirty = true
+	}
+}

@@ -121,8 +121,9 @@ func (a *pool) spawn(cfg config.Pool, devs []gpu.Device) (*engine.Process, strin
 // attempt is abandoned. Each change of answer counts as activity for the
 // stall timeout.
 func (a *pool) pollReadiness(ctx context.Context, gen uint64, proc *engine.Process, url string, timeout time.Duration) {
-	tick := time.NewTicker(readinessPoll)
-	defer tick.Stop()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
 	last := -1
 	for {
 		r := engine.Probe(ctx, a.d.ProbeClient, url, timeout)
@@ -135,12 +136,13 @@ func (a *pool) pollReadiness(ctx context.Context, gen uint64, proc *engine.Proce
 			a.root.Send(a.self, &probeReady{gen: gen})
 			return
 		}
+		timer.Reset(readinessPoll(time.Since(proc.StartedAt())))
 		select {
 		case <-ctx.Done():
 			return
 		case <-proc.Done():
 			return
-		case <-tick.C:
+		case <-timer.C:
 		}
 	}
 }

@@ -132,6 +132,7 @@ func (d *Daemon) Start(ln net.Listener) error {
 		d.spawnPool(p)
 	}
 	go d.forwardGPUEvents()
+	go d.refreshDevices()
 	go d.trackStatus()
 	if ln == nil {
 		var err error
@@ -231,6 +232,26 @@ func (d *Daemon) forwardGPUEvents() {
 	for ev := range ch {
 		d.log.Warn("gpu.event", "uuid", ev.UUID, "xid", ev.XID, "device_level", ev.DeviceLevel, "message", ev.Message)
 		d.sys.Root.Send(d.reg, &actors.Broadcast{Msg: &actors.GPUEvent{Event: ev}})
+	}
+}
+
+// deviceRefresh is how often free VRAM is re-read for placement and metrics.
+const deviceRefresh = 15 * time.Second
+
+// refreshDevices keeps the pools' device memory figures current.
+func (d *Daemon) refreshDevices() {
+	t := time.NewTicker(deviceRefresh)
+	defer t.Stop()
+	for range t.C {
+		if !d.ready.Load() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
+		devs, err := d.guard.Snapshot(ctx)
+		cancel()
+		if err == nil && len(devs) > 0 {
+			d.sys.Root.Send(d.reg, &actors.Broadcast{Msg: &actors.DevicesUpdate{Devices: devs}})
+		}
 	}
 }
 

@@ -23,10 +23,11 @@ func (d *Daemon) getReadyz(w http.ResponseWriter, r *http.Request) (int, error) 
 	if !d.ready.Load() {
 		return 0, errf("POOL_UNAVAILABLE", "daemon is starting or stopping")
 	}
-	if err := d.ping(r.Context()); err != nil {
+	pools, err := d.snapshot(r.Context())
+	if err != nil {
 		return 0, errf("INTERNAL", "actor system does not answer: %v", err)
 	}
-	writeJSON(w, 200, map[string]any{"status": "ready", "pools": len(d.pools)})
+	writeJSON(w, 200, map[string]any{"status": "ready", "pools": len(pools)})
 	return 200, nil
 }
 
