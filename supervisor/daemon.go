@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -51,20 +52,21 @@ type Options struct {
 
 // Daemon is one running pool-managerd.
 type Daemon struct {
-	opts    Options
-	cfg     *config.Config
-	log     *slog.Logger
-	sys     *actor.ActorSystem
-	reg     *actor.PID
-	pools   map[string]*actor.PID // owned by the goroutine that calls Start/Reconfigure/Shutdown
-	metrics *Metrics
-	guard   gpu.Guard
-	notify  *sdnotify.Notifier
-	srv     *http.Server
-	ln      net.Listener
-	ready   atomic.Bool
-	stopWD  context.CancelFunc
-	probe   *http.Client
+	opts         Options
+	cfg          *config.Config
+	log          *slog.Logger
+	sys          *actor.ActorSystem
+	reg          *actor.PID
+	pools        map[string]*actor.PID // owned by the goroutine that calls Start/Reconfigure/Shutdown
+	metrics      *Metrics
+	guard        gpu.Guard
+	notify       *sdnotify.Notifier
+	srv          *http.Server
+	ln           net.Listener
+	ready        atomic.Bool
+	stopWD       context.CancelFunc
+	shutdownOnce sync.Once
+	probe        *http.Client
 }
 
 // New builds a daemon; nothing runs until Start.
@@ -295,7 +297,12 @@ func Summary(pools []actors.PoolStatus) string {
 
 // Shutdown drains every pool within shutdown_deadline, stops every engine,
 // then stops the API and the actor system. No engine outlives it.
-func (d *Daemon) Shutdown() {
+func (d *Daemon) Shutdown() { d.shutdownOnce.Do(d.shutdown) }
+
+func (d *Daemon) shutdown() {
+	if d.sys == nil {
+		return // never started
+	}
 	d.notify.Stopping()
 	d.log.Info("daemon.stopping", "shutdown_deadline_ms", d.cfg.ShutdownDeadline.Milliseconds())
 	d.ready.Store(false)
@@ -310,9 +317,11 @@ func (d *Daemon) Shutdown() {
 	if !<-done {
 		d.log.Warn("daemon.shutdown_timeout", "msg", "engines still running after the deadline are killed")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	_ = d.srv.Shutdown(ctx)
-	cancel()
+	if d.srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = d.srv.Shutdown(ctx)
+		cancel()
+	}
 	for _, pid := range d.pools {
 		_ = d.sys.Root.StopFuture(pid).Wait() // the pool's Stopping handler kills any engine left
 	}
