@@ -129,6 +129,13 @@ func (d *Daemon) Start(ln net.Listener) error {
 	d.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(warnOnly{d.log.Handler().WithAttrs([]slog.Attr{slog.String("component", "protoactor")})})
 	}))
+	if ln == nil { // listen before any engine starts: a taken port spawns nothing
+		var err error
+		if ln, err = Listen(d.cfg.Listen); err != nil {
+			return err
+		}
+	}
+	d.ln = ln
 	d.reg = d.sys.Root.Spawn(actors.NewRegistryProps(d.opts.Clock, d.log.With("component", "registry")))
 	for _, p := range d.cfg.Pools {
 		d.spawnPool(p)
@@ -136,13 +143,6 @@ func (d *Daemon) Start(ln net.Listener) error {
 	go d.forwardGPUEvents()
 	go d.refreshDevices()
 	go d.trackStatus()
-	if ln == nil {
-		var err error
-		if ln, err = Listen(d.cfg.Listen); err != nil {
-			return err
-		}
-	}
-	d.ln = ln
 	d.srv = &http.Server{Handler: d.routes(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
 		IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)}
 	// No WriteTimeout: /v1/events streams and reload?wait=true may run long;
@@ -300,8 +300,12 @@ func Summary(pools []actors.PoolStatus) string {
 func (d *Daemon) Shutdown() { d.shutdownOnce.Do(d.shutdown) }
 
 func (d *Daemon) shutdown() {
-	if d.sys == nil {
-		return // never started
+	if d.reg == nil {
+		if d.sys != nil {
+			d.sys.Shutdown()
+		}
+		_ = d.guard.Close()
+		return // never got as far as starting pools
 	}
 	d.notify.Stopping()
 	d.log.Info("daemon.stopping", "shutdown_deadline_ms", d.cfg.ShutdownDeadline.Milliseconds())
