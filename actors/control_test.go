@@ -258,3 +258,23 @@ func TestReloadToCrashingCommandRollsBack(t *testing.T) {
 	}
 	_ = fmt.Sprint()
 }
+
+// A config change for a pool an operator stopped is taken but does not start it.
+func TestConfigChangeOnStoppedPoolKeepsItStopped(t *testing.T) {
+	h := newHarness(t, nil)
+	cfg := simPool("p1")
+	pid := h.spawn(cfg)
+	h.waitState("p1", StateReady)
+	h.ask(pid, &Drain{Deadline: 0})
+	h.waitState("p1", StateStopped)
+	next := cfg
+	next.EngineVersion = "v9"
+	r := h.ask(pid, &Reload{Config: &next, Deadline: -1}).(*CommandReply)
+	if st := h.get("p1"); r.Err != nil || st.State != StateStopped || st.EngineVersion != "v9" || st.PID != nil {
+		t.Fatalf("reply %+v, status %+v", r, st)
+	}
+	h.ask(pid, &Start{})
+	if st := h.waitState("p1", StateReady); st.EngineVersion != "v9" {
+		t.Fatalf("start ran the old config: %+v", st)
+	}
+}

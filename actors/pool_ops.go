@@ -125,6 +125,13 @@ func (a *pool) handleReload(m *Reload) *CommandReply {
 	if a.reload != nil {
 		return &CommandReply{State: a.st.State, Err: &Error{Code: CodeReloadInProgress, Message: "a reload of pool " + quote(a.cfg.ID) + " is already running"}}
 	}
+	if m.Config != nil && (a.st.State == StateStopped || a.st.State == StateDraining) {
+		// A config change (SIGHUP) for a pool an operator stopped or is
+		// draining: take the new config, but do not start the engine.
+		a.setCfg(*m.Config)
+		a.log.Info("config.applied", "state", a.st.State, "msg", "the pool stays stopped; POST /start runs the new config")
+		return &CommandReply{State: a.st.State, Changed: true}
+	}
 	if a.drain != nil || a.st.State == StateDraining {
 		return &CommandReply{State: a.st.State, Err: &Error{Code: CodePoolDraining, Message: "pool " + quote(a.cfg.ID) + " is draining"}}
 	}

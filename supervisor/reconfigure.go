@@ -40,8 +40,7 @@ func (d *Daemon) Reconfigure(next *config.Config) Change {
 			ch.Unchanged = append(ch.Unchanged, p.ID)
 		default:
 			ch.Changed = append(ch.Changed, p.ID)
-			pc := p
-			d.sys.Root.Send(d.pools[p.ID], &actors.Reload{Config: &pc, Deadline: -1})
+			go d.applyChange(d.pools[p.ID], p)
 		}
 	}
 	for id, p := range old {
@@ -89,4 +88,18 @@ func (d *Daemon) retire(id string, pid *actor.PID, limit time.Duration) {
 	_ = d.sys.Root.StopFuture(pid).Wait()
 	d.sys.Root.Send(d.reg, &actors.UnregisterPool{PoolID: id})
 	d.metrics.Forget(id)
+}
+
+// applyChange reloads one changed pool and logs a refusal (a reload already
+// running): the operator must send SIGHUP again once it has settled.
+func (d *Daemon) applyChange(pid *actor.PID, p config.Pool) {
+	res, err := d.sys.Root.RequestFuture(pid, &actors.Reload{Config: &p, Deadline: -1}, askTimeout).Result()
+	if err != nil {
+		d.log.Error("config.change_failed", "pool_id", p.ID, "err", err.Error())
+		return
+	}
+	if cr := res.(*actors.CommandReply); cr.Err != nil {
+		d.log.Error("config.change_failed", "pool_id", p.ID, "err", cr.Err.Error(),
+			"msg", "the pool keeps its running config; send SIGHUP again once it has settled")
+	}
 }
