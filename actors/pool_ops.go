@@ -129,7 +129,7 @@ func (a *pool) handleReload(m *Reload) *CommandReply {
 		// A config change (SIGHUP) for a pool an operator stopped or is
 		// draining: take the new config, but do not start the engine.
 		a.setCfg(*m.Config)
-		a.log.Info("config.applied", "state", a.st.State, "msg", "the pool stays stopped; POST /start runs the new config")
+		a.log.Info("config.applied", "state", a.st.State, "detail", "the engine is not started; POST /start runs the new config")
 		return &CommandReply{State: a.st.State, Changed: true}
 	}
 	if a.drain != nil || a.st.State == StateDraining {

@@ -318,7 +318,11 @@ func (a *pool) fail(reason string, err error) {
 	}
 	a.abandonRun()
 	a.setError(err.Error())
-	a.log.Warn("pool.failure", "reason", reason, "last_error", err.Error(), "pid", a.procPid())
+	attrs := []any{"reason", reason, "last_error", err.Error()}
+	if a.proc != nil {
+		attrs = append(attrs, "pid", a.proc.Pid())
+	}
+	a.log.Warn("pool.failure", attrs...)
 	if r := a.reload; r != nil {
 		switch r.phase {
 		case "new":

@@ -118,9 +118,9 @@ func Open(opts Options) Guard {
 	if ret := g.lib.Init(); ret != nvml.SUCCESS {
 		g.initErr = fmt.Errorf("NVML init: %s", describeReturn(ret, ""))
 		if g.requireNVIDIA {
-			g.log.Error("NVML unavailable; every pool will be refused", "error", g.initErr)
+			g.log.Error("NVML unavailable; every pool will be refused", "err", g.initErr)
 		} else {
-			g.log.Warn("NVML unavailable; only pools listing no devices may start", "error", g.initErr)
+			g.log.Warn("NVML unavailable; only pools listing no devices may start", "err", g.initErr)
 		}
 		return g
 	}

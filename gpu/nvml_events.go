@@ -23,12 +23,12 @@ type watched struct {
 func (g *NVMLGuard) startEvents() {
 	n, ret := g.lib.DeviceGetCount()
 	if ret != nvml.SUCCESS {
-		g.log.Warn("no GPU health events", "error", "DeviceGetCount: "+describeReturn(ret, ""))
+		g.log.Warn("no GPU health events", "err", "DeviceGetCount: "+describeReturn(ret, ""))
 		return
 	}
 	set, ret := g.lib.EventSetCreate()
 	if ret != nvml.SUCCESS {
-		g.log.Warn("no GPU health events", "error", "EventSetCreate: "+describeReturn(ret, ""))
+		g.log.Warn("no GPU health events", "err", "EventSetCreate: "+describeReturn(ret, ""))
 		return
 	}
 	var devs []watched
@@ -50,12 +50,12 @@ func (g *NVMLGuard) startEvents() {
 func (g *NVMLGuard) register(set nvml.EventSet, i int) (watched, bool) {
 	h, ret := g.lib.DeviceGetHandleByIndex(i)
 	if ret != nvml.SUCCESS {
-		g.log.Warn("GPU not watched", "index", i, "error", "DeviceGetHandleByIndex: "+describeReturn(ret, ""))
+		g.log.Warn("GPU not watched", "index", i, "err", "DeviceGetHandleByIndex: "+describeReturn(ret, ""))
 		return watched{}, false
 	}
 	uuid, ret := h.GetUUID()
 	if ret != nvml.SUCCESS {
-		g.log.Warn("GPU not watched", "index", i, "error", "GetUUID: "+describeReturn(ret, ""))
+		g.log.Warn("GPU not watched", "index", i, "err", "GetUUID: "+describeReturn(ret, ""))
 		return watched{}, false
 	}
 	mask := healthEvents
@@ -72,7 +72,7 @@ func (g *NVMLGuard) register(set nvml.EventSet, i int) (watched, bool) {
 	case nvml.ERROR_NOT_SUPPORTED:
 		g.log.Info("GPU reports no health events", "index", i, "uuid", uuid)
 	default:
-		g.log.Warn("GPU not watched", "index", i, "uuid", uuid, "error", "RegisterEvents: "+describeReturn(ret, ""))
+		g.log.Warn("GPU not watched", "index", i, "uuid", uuid, "err", "RegisterEvents: "+describeReturn(ret, ""))
 	}
 	return watched{}, false
 }
@@ -99,7 +99,7 @@ func (g *NVMLGuard) watchEvents(set nvml.EventSet, devs []watched) {
 			g.sweepLost(devs)
 			g.pause()
 		default:
-			g.log.Warn("waiting for GPU events failed", "error", "EventSetWait: "+describeReturn(ret, ""))
+			g.log.Warn("waiting for GPU events failed", "err", "EventSetWait: "+describeReturn(ret, ""))
 			g.pause()
 		}
 	}

@@ -319,7 +319,7 @@ func (d *Daemon) shutdown() {
 		d.sys.Root.Send(pid, &actors.Drain{Deadline: d.cfg.ShutdownDeadline, Reason: "shutdown"})
 	}
 	if !<-done {
-		d.log.Warn("daemon.shutdown_timeout", "msg", "engines still running after the deadline are killed")
+		d.log.Warn("daemon.shutdown_timeout", "detail", "engines still running after the deadline are killed")
 	}
 	if d.srv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -22,7 +22,7 @@ type Change struct {
 func (d *Daemon) Reconfigure(next *config.Config) Change {
 	var ch Change
 	if err := checkUsers(next.Pools); err != nil {
-		d.log.Error("config.reload_failed", "err", err.Error(), "msg", "keeping the running config")
+		d.log.Error("config.reload_failed", "err", err.Error(), "detail", "keeping the running config")
 		return ch
 	}
 	old := map[string]config.Pool{}
@@ -58,7 +58,7 @@ func (d *Daemon) Reconfigure(next *config.Config) Change {
 		{"state_dir", d.cfg.StateDir == next.StateDir}, {"gpu", d.cfg.GPU == next.GPU},
 	} {
 		if !restartOnly.same {
-			d.log.Warn("config.needs_restart", "key", restartOnly.name, "msg", "this setting is applied only at start; the running value is kept")
+			d.log.Warn("config.needs_restart", "key", restartOnly.name, "detail", "this setting is applied only at start; the running value is kept")
 		}
 	}
 	kept := *next
@@ -100,6 +100,6 @@ func (d *Daemon) applyChange(pid *actor.PID, p config.Pool) {
 	}
 	if cr := res.(*actors.CommandReply); cr.Err != nil {
 		d.log.Error("config.change_failed", "pool_id", p.ID, "err", cr.Err.Error(),
-			"msg", "the pool keeps its running config; send SIGHUP again once it has settled")
+			"detail", "the pool keeps its running config; send SIGHUP again once it has settled")
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/pool-managerd/pool-managerd/config"
 	"github.com/pool-managerd/pool-managerd/configs"
 	"github.com/pool-managerd/pool-managerd/ctl"
+	"github.com/pool-managerd/pool-managerd/engine"
 	"github.com/pool-managerd/pool-managerd/engine/sim"
 	"github.com/pool-managerd/pool-managerd/supervisor"
 )
@@ -130,19 +131,19 @@ func serve(load func() (*config.Config, error), stdout, stderr io.Writer) int {
 	}
 	for sig := range sigs {
 		if sig != syscall.SIGHUP {
-			logger.Info("daemon.signal", "signal", sig.String())
+			logger.Info("daemon.signal", "signal", engine.SignalName(sig.(syscall.Signal)))
 			break
 		}
 		next, err := load()
 		if err != nil {
-			logger.Error("config.reload_failed", "err", err.Error(), "msg", "keeping the running config")
+			logger.Error("config.reload_failed", "err", err.Error(), "detail", "keeping the running config")
 			continue
 		}
 		d.Reconfigure(next)
 	}
 	go func() { // a second SIGTERM/SIGINT is reported; the shutdown path already bounds itself
 		for s := range sigs {
-			logger.Warn("daemon.signal_during_shutdown", "signal", s.String())
+			logger.Warn("daemon.signal_during_shutdown", "signal", engine.SignalName(s.(syscall.Signal)))
 		}
 	}()
 	d.Shutdown()
