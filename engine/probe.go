@@ -71,8 +71,8 @@ func NewProbeClient() *http.Client {
 	tr := &http.Transport{
 		Proxy:                 nil,
 		DialContext:           (&net.Dialer{Timeout: probeDialTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          64,
-		MaxIdleConnsPerHost:   4,
+		MaxIdleConns:          0, // no global cap: every pool (256 and more) keeps its connection
+		MaxIdleConnsPerHost:   2, // liveness, readiness and a metrics scrape at most at once
 		IdleConnTimeout:       90 * time.Second,
 		DisableCompression:    true,
 		ForceAttemptHTTP2:     false,

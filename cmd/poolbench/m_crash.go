@@ -1,0 +1,149 @@
+// Measurement "crash": SIGKILL a ready pool's engine and time until the API
+// shows a new engine pid, next to a bare Wait+exec respawn of the same binary.
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/pool-managerd/pool-managerd/actors"
+)
+
+// respawnPoll is how often the API is polled for the new pid once the pool
+// is preloading again: the resolution of the measurement.
+const respawnPoll = 500 * time.Microsecond
+
+func measureCrash(ctx context.Context, p params) ([]row, error) {
+	const id = "crash"
+	pool := simPool(id)
+	// Restart at once, and never open the breaker: every run is one failure.
+	pool.Restart.Initial, pool.Restart.Max, pool.Restart.Jitter = 0, 0, 0
+	pool.Restart.MaxFailures = 1 << 30
+	b, err := startDaemon(ctx, p.self, pool)
+	if err != nil {
+		return nil, err
+	}
+	defer b.close()
+	var respawn, backoff, spawned dist
+	for i := 0; i < p.crashRuns; i++ {
+		r, err := crashRun(ctx, b, id)
+		if err != nil {
+			return nil, fmt.Errorf("run %d: %w", i, err)
+		}
+		respawn, backoff, spawned = append(respawn, r.visible), append(backoff, r.preload), append(spawned, r.spawned)
+	}
+	b.close()
+	var start, first, bare dist
+	for i := 0; i < p.crashRuns; i++ {
+		s, f, r, err := bareRespawn(ctx, p.self)
+		if err != nil {
+			return nil, fmt.Errorf("bare run %d: %w", i, err)
+		}
+		start, first, bare = append(start, s), append(first, f), append(bare, r)
+	}
+	const base = "bare SIGKILL→Wait→exec"
+	rows := []row{
+		newRow("crash", "crash → new pid in API p50", ms(respawn.pct(50)), "ms", ms(bare.pct(50)), base, ratioAtMost(2)),
+		newRow("crash", "crash → engine.spawned log record p50", ms(spawned.pct(50)), "ms", ms(bare.pct(50)), base, ratioAtMost(2)),
+		newRow("crash", "crash → new pid in API p99", ms(respawn.pct(99)), "ms", ms(bare.pct(99)), base, nil),
+		newRow("crash", "crash → new pid in API max", ms(respawn.max()), "ms", ms(bare.max()), base, nil),
+		newRow("crash", "context: crash → SSE backoff→preload event p50", ms(backoff.pct(50)), "ms", -1, "", nil),
+		newRow("crash", "context: bare exec Start() p50", ms(start.pct(50)), "ms", -1, "", nil),
+		newRow("crash", "context: bare exec → first stdout line p50", ms(first.pct(50)), "ms", -1, "", nil),
+	}
+	return rows, nil
+}
+
+// crashTimes are one crash's delays after the SIGKILL.
+type crashTimes struct {
+	visible time.Duration // the API shows a different pid
+	preload time.Duration // the event stream said preload again
+	spawned time.Duration // the pool actor logged engine.spawned
+}
+
+// crashRun kills the pool's engine and times its replacement.
+func crashRun(ctx context.Context, b *benchDaemon, id string) (crashTimes, error) {
+	var none crashTimes
+	if _, err := b.waitState(ctx, id, actors.StateReady); err != nil {
+		return none, err
+	}
+	st, err := b.status(ctx, id)
+	if err != nil {
+		return none, err
+	}
+	if st.PID == nil {
+		return none, fmt.Errorf("pool %s is ready without a pid", id)
+	}
+	old := *st.PID
+	for len(b.spawned) > 0 { // forget earlier spawns
+		<-b.spawned
+	}
+	mark := b.events.mark()
+	killed := time.Now()
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		return none, fmt.Errorf("kill engine %d: %w", old, err)
+	}
+	// Waiting for the preload event and the spawn first keeps the poll loop
+	// (which competes for the same two cores) short.
+	ev, err := b.events.wait(ctx, mark, id, actors.StatePreload, stateWait)
+	if err != nil {
+		return none, b.failure(err)
+	}
+	t := crashTimes{preload: ev.at.Sub(killed)}
+	// The spawn is timed by the daemon's own log record, waited for without
+	// polling so it does not compete with the spawn for the CPU.
+	select {
+	case at := <-b.spawned:
+		t.spawned = at.Sub(killed)
+	case <-time.After(stateWait):
+		return none, b.failure(fmt.Errorf("pool %s: no engine.spawned log record", id))
+	}
+	for deadline := time.Now().Add(stateWait); time.Now().Before(deadline); {
+		st, err := b.status(ctx, id)
+		if err != nil {
+			return none, err
+		}
+		if st.PID != nil && *st.PID != old {
+			t.visible = time.Since(killed)
+			return t, nil
+		}
+		if err := sleep(ctx, respawnPoll); err != nil {
+			return none, err
+		}
+	}
+	return none, b.failure(fmt.Errorf("pool %s: no new engine within %s of killing %d", id, stateWait, old))
+}
+
+// bareRespawn is what a minimal supervisor does: start a simulator, wait
+// until it is ready, SIGKILL it, Wait for it (reaped, stdout drained) and
+// exec the next. It returns the first Start's duration, the first start's
+// time to its first stdout line, and kill → next Start returned.
+func bareRespawn(ctx context.Context, self string) (start, firstLine, respawn time.Duration, err error) {
+	if err := ctx.Err(); err != nil {
+		return 0, 0, 0, err
+	}
+	s, err := startBareSim(self, "--load-time", "0")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	start = s.started.Sub(s.startedAt)
+	if _, err := s.waitReady(stateWait); err != nil {
+		_, _ = s.signalAndWait(syscall.SIGKILL, stateWait)
+		return 0, 0, 0, err
+	}
+	firstLine = s.out.firstAt.Sub(s.startedAt)
+	killed := time.Now()
+	if _, err := s.signalAndWait(syscall.SIGKILL, stateWait); err != nil {
+		return 0, 0, 0, err
+	}
+	next, err := startBareSim(self, "--load-time", "0")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	respawn = next.started.Sub(killed)
+	_, err = next.signalAndWait(syscall.SIGKILL, stateWait)
+	return start, firstLine, respawn, err
+}

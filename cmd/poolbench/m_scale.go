@@ -1,0 +1,291 @@
+// Measurement "scale": the daemon as its own process with N simulated pools:
+// time until all are ready, then its RSS and CPU at idle. Baselines: N bare
+// simulators exec'd by poolbench itself, and one idle simulator's RSS (the
+// same binary, so the same code size).
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pool-managerd/pool-managerd/actors"
+)
+
+const (
+	mib = 1 << 20
+	// allReadyPoll is how often GET /v1/pools is polled while N pools start:
+	// the resolution of the time-to-ready figure, kept coarse because each
+	// poll encodes every pool's status.
+	allReadyPoll = 100 * time.Millisecond
+	// daemonStopWait bounds the daemon's SIGTERM shutdown (its own
+	// shutdown_deadline is 10 s, plus stop grace and slack).
+	daemonStopWait = 40 * time.Second
+)
+
+// rssTargets are the idle RSS targets by pool count (MiB).
+var rssTargets = map[int]float64{16: 40, 256: 128}
+
+// readyTargets are the time-to-all-ready targets by pool count (s).
+var readyTargets = map[int]float64{256: 10}
+
+func measureScale(ctx context.Context, p params) ([]row, error) {
+	var rows []row
+	for _, n := range p.scale {
+		r, err := scaleRun(ctx, p, n)
+		rows = append(rows, r...)
+		if err != nil {
+			return rows, fmt.Errorf("%d pools: %w", n, err)
+		}
+	}
+	return rows, nil
+}
+
+func scaleRun(ctx context.Context, p params, n int) ([]row, error) {
+	sec := fmt.Sprintf("scale %d", n)
+	bareAll, oneRSS, err := bareFleet(ctx, p.self, n)
+	if err != nil {
+		return nil, fmt.Errorf("bare fleet: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "poolbench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	cfgFile, logFile := filepath.Join(dir, "config.yaml"), filepath.Join(dir, "daemon.log")
+	if err := os.WriteFile(cfgFile, scaleConfig(n), 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(p.self, "daemon", "-config", cfgFile, "-log", logFile)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	if err := startOwned(cmd); err != nil {
+		return nil, err
+	}
+	pid := cmd.Process.Pid
+	stopped := false
+	defer func() {
+		if !stopped {
+			_, _ = stopDaemon(cmd)
+		}
+	}()
+	base, err := readAddr(out)
+	if err != nil {
+		return nil, err
+	}
+	allReady, err := waitAllReady(ctx, base, n, t0)
+	if err != nil {
+		return nil, fmt.Errorf("%w (daemon log: %s)", err, logFile)
+	}
+	if err := sleep(ctx, p.settle); err != nil {
+		return nil, err
+	}
+	rss, err := procStatus(pid, "VmRSS")
+	if err != nil {
+		return nil, err
+	}
+	hwm, _ := procStatus(pid, "VmHWM")
+	cpu, err := cpuPercent(ctx, pid, p.cpuWindow)
+	if err != nil {
+		return nil, err
+	}
+	engines := childrenOf(pid)
+	var engRSS int64
+	for _, e := range engines {
+		r, _ := procStatus(e, "VmRSS")
+		engRSS += r
+	}
+	stopTook, err := stopDaemon(cmd)
+	stopped = true
+	if err != nil {
+		return nil, err
+	}
+	if left := sweep(p.runID); left > 0 {
+		return nil, fmt.Errorf("%d processes outlived the daemon (killed now)", left)
+	}
+	var rssT, readyT *target
+	if t, ok := rssTargets[n]; ok {
+		rssT = atMost(t)
+	}
+	if t, ok := readyTargets[n]; ok {
+		readyT = atMost(t)
+	}
+	one := float64(oneRSS) / mib
+	return []row{
+		newRow(sec, fmt.Sprintf("daemon exec → all %d pools ready", n), allReady.Seconds(), "s", bareAll.Seconds(), "bare: exec all, all ready", readyT),
+		newRow(sec, "daemon idle RSS (VmRSS)", float64(rss)/mib, "MiB", one, "one idle sim, same binary", rssT),
+		newRow(sec, "daemon peak RSS (VmHWM)", float64(hwm)/mib, "MiB", one, "one idle sim, same binary", nil),
+		newRow(sec, fmt.Sprintf("daemon idle CPU over %s", p.cpuWindow), cpu, "% of a core", -1, "", nil),
+		newRow(sec, fmt.Sprintf("context: engines' RSS sum (%d engines, not counted)", len(engines)), float64(engRSS)/mib, "MiB", -1, "", nil),
+		newRow(sec, "context: daemon SIGTERM → exit", stopTook.Seconds(), "s", -1, "", nil),
+	}, nil
+}
+
+// scaleConfig is a daemon config with n simulated pools that load at once;
+// liveness is left at its 5 s default so idle CPU is what production sees.
+func scaleConfig(n int) []byte {
+	var b strings.Builder
+	b.WriteString("listen: 127.0.0.1:0\nshutdown_deadline: 10s\ngpu: {require_nvidia: false}\nlog: {format: json, level: info}\n")
+	b.WriteString("defaults: {stop_grace: 5s, startup_timeout: 60s}\npools:\n")
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "  - id: p%03d\n    engine: llamacpp\n    model_ref: bench/p%03d\n", i, i)
+		b.WriteString(`    command: ["${SELF}", sim-engine, --host, "${HOST}", --port, "${PORT}", --model, "${MODEL_REF}", --load-time, "0"]` + "\n")
+		b.WriteString("    env: {GORACE: atexit_sleep_ms=0}\n")
+	}
+	return []byte(b.String())
+}
+
+// readAddr reads the daemon's "listening on" line.
+func readAddr(out io.ReadCloser) (string, error) {
+	ch := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if a, ok := strings.CutPrefix(sc.Text(), listeningPrefix); ok {
+				ch <- "http://" + a
+				break
+			}
+		}
+		_, _ = io.Copy(io.Discard, out)
+	}()
+	select {
+	case a := <-ch:
+		return a, nil
+	case <-time.After(stateWait):
+		return "", fmt.Errorf("daemon did not print its address within %s", stateWait)
+	}
+}
+
+// waitAllReady polls GET /v1/pools until n pools are ready; it returns the
+// time since t0.
+func waitAllReady(ctx context.Context, base string, n int, t0 time.Time) (time.Duration, error) {
+	client := &http.Client{Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	limit := 60 * time.Second
+	ready := 0
+	for time.Since(t0) < limit {
+		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/pools", nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			var pr struct{ Pools []actors.PoolStatus }
+			err = json.NewDecoder(resp.Body).Decode(&pr)
+			drain(resp)
+			ready = 0
+			for _, p := range pr.Pools {
+				if p.State == actors.StateReady {
+					ready++
+				}
+			}
+			if err == nil && ready == n {
+				return time.Since(t0), nil
+			}
+		}
+		if err := sleep(ctx, allReadyPoll); err != nil {
+			return 0, err
+		}
+	}
+	return 0, fmt.Errorf("only %d of %d pools ready after %s", ready, n, limit)
+}
+
+// cpuPercent is pid's CPU use over window, in percent of one core.
+func cpuPercent(ctx context.Context, pid int, window time.Duration) (float64, error) {
+	c0, err := cpuTime(pid)
+	if err != nil {
+		return 0, err
+	}
+	w0 := time.Now()
+	if err := sleep(ctx, window); err != nil {
+		return 0, err
+	}
+	c1, err := cpuTime(pid)
+	if err != nil {
+		return 0, err
+	}
+	return float64(c1-c0) / float64(time.Since(w0)) * 100, nil
+}
+
+// stopDaemon sends SIGTERM and waits; past daemonStopWait it SIGKILLs.
+func stopDaemon(cmd *exec.Cmd) (time.Duration, error) {
+	defer untrack(cmd.Process.Pid)
+	t0 := time.Now()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return time.Since(t0), fmt.Errorf("daemon exit: %w", err)
+		}
+		return time.Since(t0), nil
+	case <-time.After(daemonStopWait):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		return time.Since(t0), fmt.Errorf("daemon still running %s after SIGTERM; killed", daemonStopWait)
+	}
+}
+
+// bareFleet execs n simulators back to back and returns the time until the
+// last one printed its ready stamp, and the RSS of one of them. All are
+// stopped before it returns. A simulator that loses its port to a race is
+// started again, as the daemon would.
+func bareFleet(ctx context.Context, self string, n int) (time.Duration, int64, error) {
+	t0 := time.Now()
+	sims := make([]*bareSim, n)
+	defer func() {
+		for _, s := range sims {
+			if s != nil {
+				_ = s.cmd.Process.Signal(syscall.SIGTERM)
+			}
+		}
+		for _, s := range sims {
+			if s != nil {
+				_, _ = s.signalAndWait(syscall.SIGTERM, 10*time.Second)
+			}
+		}
+	}()
+	start := func(i int) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		s, err := startBareSim(self, "--load-time", "0")
+		sims[i] = s
+		return err
+	}
+	for i := range sims {
+		if err := start(i); err != nil {
+			return 0, 0, err
+		}
+	}
+	var last time.Time
+	for i := range sims {
+		at, err := sims[i].waitReady(60 * time.Second)
+		for try := 0; errors.Is(err, errExitedEarly) && try < 3; try++ {
+			if err = start(i); err == nil {
+				at, err = sims[i].waitReady(60 * time.Second)
+			}
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+		if at.After(last) {
+			last = at
+		}
+	}
+	rss, err := procStatus(sims[0].cmd.Process.Pid, "VmRSS")
+	return last.Sub(t0), rss, err
+}
