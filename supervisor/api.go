@@ -185,6 +185,9 @@ func (d *Daemon) wrap(rt route) http.Handler {
 		}
 		r.Body = http.MaxBytesReader(sw, r.Body, maxBody)
 		code, err := rt.h(sw, r)
+		if err != nil && r.Context().Err() != nil && errors.Is(err, r.Context().Err()) {
+			return // the client went away (e.g. during reload wait:true): nobody to answer
+		}
 		if err != nil {
 			var ae *apiError
 			if !errors.As(err, &ae) {
@@ -264,12 +267,16 @@ func decode(r *http.Request, v any) error {
 	return nil
 }
 
+// maxMS bounds deadline_ms and ttl_ms: a year is beyond any drain or lease,
+// and larger values would overflow a time.Duration.
+const maxMS = 365 * 24 * 3600 * 1000
+
 func msDuration(field string, v *int64) (time.Duration, error) {
 	if v == nil {
 		return -1, nil
 	}
-	if *v < 0 {
-		return 0, errf("INVALID_PARAMS", "%s must be >= 0, got %d", field, *v)
+	if *v < 0 || *v > maxMS {
+		return 0, errf("INVALID_PARAMS", "%s must be between 0 and %d (one year), got %d", field, maxMS, *v)
 	}
 	return time.Duration(*v) * time.Millisecond, nil
 }

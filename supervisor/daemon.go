@@ -140,6 +140,7 @@ func (d *Daemon) Start(ln net.Listener) error {
 	for _, p := range d.cfg.Pools {
 		d.spawnPool(p)
 	}
+	d.awaitRegistered()
 	go d.forwardGPUEvents()
 	go d.refreshDevices()
 	go d.trackStatus()
@@ -182,6 +183,24 @@ func Listen(addr string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
 	return ln, nil
+}
+
+// awaitRegistered waits until the registry lists every configured pool, so
+// the API never answers POOL_NOT_FOUND for a configured pool and READY=1 means
+// every pool actor runs. Pool actors register themselves as their first act,
+// so this takes microseconds; the bound only guards against a wedged system.
+func (d *Daemon) awaitRegistered() {
+	deadline := time.Now().Add(askTimeout)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
+		pools, err := d.snapshot(ctx)
+		cancel()
+		if err == nil && len(pools) >= len(d.cfg.Pools) {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	d.log.Error("daemon.registration_slow", "pools", len(d.cfg.Pools))
 }
 
 func (d *Daemon) spawnPool(p config.Pool) {
