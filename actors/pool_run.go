@@ -336,7 +336,6 @@ func (a *pool) fail(reason string, err error) {
 		a.stopEngine(func() { a.finishDrain(false) })
 		return
 	}
-	a.policy.NotReady()
 	dec := a.policy.Failure(now)
 	a.st.ConsecutiveFailures++
 	a.d.Observer.Restart(a.cfg.ID, reason)

@@ -221,3 +221,31 @@ func TestPoolStartFromFailedResetsBreaker(t *testing.T) {
 		t.Fatalf("start on a ready pool: %+v", r)
 	}
 }
+
+// An engine that stayed ready for reset_after starts over at the initial delay.
+func TestPoolBackoffResetsAfterStableUptime(t *testing.T) {
+	clk := NewFakeClock(time.Unix(1_700_000_000, 0))
+	h := newHarness(t, clk)
+	cfg := simPool("p1")
+	cfg.Restart.Initial, cfg.Restart.Max, cfg.Restart.ResetAfter = time.Second, time.Minute, 10*time.Second
+	h.spawn(cfg)
+	st := h.waitState("p1", StateReady)
+	kill := func() time.Duration {
+		if err := syscall.Kill(*st.PID, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		b := h.waitState("p1", StateBackoff)
+		d := time.Duration(*b.NextRestartAtMS-clk.Now().UnixMilli()) * time.Millisecond
+		clk.Advance(d + time.Millisecond)
+		st = h.waitState("p1", StateReady)
+		return d
+	}
+	kill()
+	if d := kill(); !within(d, 2*time.Second, 0.1) {
+		t.Fatalf("second delay %v, want 2s ±10%%", d)
+	}
+	clk.Advance(cfg.Restart.ResetAfter)
+	if d := kill(); !within(d, time.Second, 0.1) {
+		t.Fatalf("after %v of uptime the delay is %v, want the initial 1s", cfg.Restart.ResetAfter, d)
+	}
+}
