@@ -187,6 +187,9 @@ func (a *pool) becomeReady() {
 	a.d.Observer.Preload(a.cfg.ID, "ready", now.Sub(a.preloadStart))
 	a.transition(StateReady, "readiness probe succeeded")
 	a.log.Info("engine.ready", "pid", a.procPid(), "duration_ms", now.Sub(a.preloadStart).Milliseconds())
+	if a.cancel != nil {
+		a.cancel() // the preload's context: its goroutine is done
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	metricsURL := ""
