@@ -399,3 +399,187 @@ func TestListen(t *testing.T) {
 		}
 	}
 }
+
+// problemLines parses src and returns Error()'s lines, failing if it parses.
+func problemLines(t *testing.T, src string) []string {
+	t.Helper()
+	_, err := Parse([]byte(src), "f.yaml")
+	var errs *Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("want *Errors, got %v", err)
+	}
+	return strings.Split(err.Error(), "\n")
+}
+
+// A "<<" that leads back to a mapping being merged used to recurse until the
+// stack overflowed, which kills the process. It is a problem now.
+func TestMergeCycles(t *testing.T) {
+	const msg = ": merge cycle: an alias refers to a mapping that contains it"
+	cases := []struct {
+		name, src string
+		want      []string // every line of Error()
+	}{
+		{"self", "defaults: &a {<<: *a}\npools: []\n",
+			[]string{"f.yaml:1: defaults.<<" + msg}},
+		{"self in a list", "pools:\n  - &p {<<: [*p], id: a, engine: other, model_ref: m, command: [s, \"${PORT}\"]}\n",
+			[]string{"f.yaml:2: pools[0].<<" + msg}},
+		{"through an inline mapping", "defaults: &a {<<: {<<: [*a]}}\n",
+			[]string{"f.yaml:1: defaults.<<" + msg}},
+		// a merges b, which merges a: found from defaults (the *a in b)
+		// and from defaults.restart (the *b in a).
+		{"indirect", "defaults: &a\n  stop_grace: 1s\n  restart: &b {<<: *a}\n  <<: *b\n", []string{
+			"f.yaml:2: defaults.restart.stop_grace: unknown key",
+			"f.yaml:3: defaults.<<" + msg,
+			"f.yaml:3: defaults.restart.restart: unknown key",
+			"f.yaml:4: defaults.restart.<<" + msg,
+		}},
+		{"cycle in every pool that uses it", "x: &a {<<: *a}\npools:\n  - {<<: *a}\n  - {<<: [*a]}\n", []string{
+			"f.yaml:1: x: unknown key",
+			"f.yaml:1: pools[0].<<" + msg,
+			"f.yaml:1: pools[1].<<" + msg,
+			"f.yaml:3: pools[0].id: required key is missing",
+			"f.yaml:3: pools[0].engine: required key is missing",
+			"f.yaml:3: pools[0].model_ref: required key is missing",
+			"f.yaml:3: pools[0].command: required key is missing",
+			"f.yaml:4: pools[1].id: required key is missing",
+			"f.yaml:4: pools[1].engine: required key is missing",
+			"f.yaml:4: pools[1].model_ref: required key is missing",
+			"f.yaml:4: pools[1].command: required key is missing",
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := problemLines(t, tc.src); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}
+
+// A merge that names the same mapping twice, or a mapping merged on another
+// path, is no cycle.
+func TestMergeRepeatsAreNoCycle(t *testing.T) {
+	src := `defaults: &d {stop_grace: 3s}
+pools:
+  - &a {<<: [*d, *d], id: a, engine: other, model_ref: m, command: [s, "${PORT}"]}
+  - {<<: [*a, *d, *a], id: b}
+`
+	c, err := Parse([]byte(src), "f.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range c.Pools {
+		if p.StopGrace != 3*time.Second || p.Engine != "other" {
+			t.Errorf("pool %s = %+v", p.ID, p)
+		}
+	}
+}
+
+// walk runs Parse's steps on src and returns the decoder, to read its
+// expansion count.
+func walk(t *testing.T, src string) *decoder {
+	t.Helper()
+	d := &decoder{}
+	if root := d.document([]byte(src)); root != nil {
+		d.config(root)
+	}
+	return d
+}
+
+// laughs is a billion laughs made of merges: pool k merges pool k-1 fan
+// times. With distinct, there are two pools per level, each merging both of
+// the level below, so no merge names a mapping twice.
+func laughs(levels, fan int, distinct bool) string {
+	var b strings.Builder
+	b.WriteString("pools:\n  - &a0 {id: a0, engine: other, model_ref: m, command: [s, \"${PORT}\"]}\n")
+	if distinct {
+		b.WriteString("  - &b0 {id: b0, engine: other, model_ref: m, command: [s, \"${PORT}\"]}\n")
+	}
+	for k := 1; k <= levels; k++ {
+		var srcs []string
+		for range fan {
+			srcs = append(srcs, fmt.Sprintf("*a%d", k-1))
+			if distinct {
+				srcs = append(srcs, fmt.Sprintf("*b%d", k-1))
+			}
+		}
+		fmt.Fprintf(&b, "  - &a%d {<<: [%s], id: a%d}\n", k, strings.Join(srcs, ", "), k)
+		if distinct {
+			fmt.Fprintf(&b, "  - &b%d {<<: [%s], id: b%d}\n", k, strings.Join(srcs, ", "), k)
+		}
+	}
+	return b.String()
+}
+
+// The fuzzer's 7 levels of 10 merges of the same mapping took 2.6 s, 10 times
+// more per level. A mapping merged again into the same mapping adds nothing,
+// so this is now linear, and a valid file.
+func TestMergeFanOutSameSource(t *testing.T) {
+	src := laughs(7, 10, false)
+	c, err := Parse([]byte(src), "f.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Pools) != 8 || c.Pools[7].ID != "a7" || c.Pools[7].Engine != "other" {
+		t.Errorf("pools = %+v", c.Pools)
+	}
+	// Pool k follows k aliases down the chain, each to a mapping of about
+	// 14 nodes: some 400 in all, not 10^7.
+	if d := walk(t, src); d.expanded > 1000 {
+		t.Errorf("expanded %d nodes", d.expanded)
+	}
+}
+
+// With distinct sources at every level no merge is redundant: 2^k work for
+// level k, cut off at maxExpansion with one problem. It names the mapping
+// being walked and the alias that went over the limit, deep in the chain.
+func TestMergeFanOutDistinctSources(t *testing.T) {
+	src := laughs(40, 1, true)
+	want := "f.yaml:%d: pools[%d].<<: too many alias/merge expansions: more than 10000 nodes"
+	got := problemLines(t, src)
+	if len(got) != 1 || !strings.HasPrefix(got[0], fmt.Sprintf(want, 4, 16)) {
+		t.Errorf("got:\n%s", strings.Join(got, "\n"))
+	}
+	if d := walk(t, src); d.expanded <= maxExpansion || d.expanded > maxExpansion+100 {
+		t.Errorf("expanded %d nodes, want just over %d", d.expanded, maxExpansion)
+	}
+}
+
+// Plain aliases (values, not "<<") are counted too: each use walks what the
+// alias refers to again.
+func TestAliasFanOut(t *testing.T) {
+	pools := func(n int, anchor, use string) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "pools:\n  - {id: p0, engine: other, model_ref: m, %s}\n", anchor)
+		for i := 1; i < n; i++ {
+			fmt.Fprintf(&b, "  - {id: p%d, engine: other, model_ref: m, %s}\n", i, use)
+		}
+		return b.String()
+	}
+	argv := `command: &c [s, "${PORT}"` + strings.Repeat(", --flag", 98) + "]"
+
+	// 50 pools sharing a 100-argument command: 49 uses of 101 nodes.
+	src := pools(50, argv, "command: *c")
+	if _, err := Parse([]byte(src), "f.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	if d := walk(t, src); d.expanded != 49*101 {
+		t.Errorf("expanded %d nodes, want %d", d.expanded, 49*101)
+	}
+
+	// 200 such pools are too many.
+	got := problemLines(t, pools(200, argv, "command: *c"))
+	if len(got) != 1 || !strings.Contains(got[0], "pools[100].command: too many alias/merge expansions") {
+		t.Errorf("got:\n%s", strings.Join(got, "\n"))
+	}
+
+	// A long string counts by its length: 64 bytes a node.
+	long := fmt.Sprintf(`command: [s, "${PORT}"], env: {X: &x "%s"}`, strings.Repeat("x", 64*1000))
+	if d := walk(t, pools(10, long, `command: [s, "${PORT}"], env: {X: *x}`)); len(d.probs) != 0 || d.expanded != 9*1001 {
+		t.Errorf("expanded %d, problems %v", d.expanded, d.probs)
+	}
+	got = problemLines(t, pools(11, long, `command: [s, "${PORT}"], env: {X: *x}`))
+	if len(got) != 1 || !strings.Contains(got[0], "pools[10].env.X: too many alias/merge expansions") {
+		t.Errorf("got:\n%s", strings.Join(got, "\n"))
+	}
+}

@@ -15,10 +15,71 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-type decoder struct{ probs []Problem }
+type decoder struct {
+	probs []Problem
+
+	// Aliases and merge keys make the node graph a DAG or, through "<<", a
+	// cycle, so a walk that follows them must be bounded (see follow, pairs).
+	expanded int                 // cost of the subtrees reached through aliases so far
+	sizes    map[*yaml.Node]int  // memo for cost
+	merging  map[*yaml.Node]bool // mappings whose pairs are being collected: the merge path
+	stopped  bool                // expanded passed maxExpansion; the walk winds down quietly
+}
+
+// maxExpansion caps, per document, the nodes walked again because an alias
+// (a "<<" source or a plain *value) leads to them. Each node counts 1, plus 1
+// per expansionBytes of its text, so a long string repeated by aliases counts
+// by its length. A walk without aliases visits every node at most once, so
+// parsing stays linear in the file's size however aliases fan out.
+const (
+	maxExpansion   = 10_000
+	expansionBytes = 64
+)
 
 func (d *decoder) addf(line int, key, format string, args ...any) {
+	if d.stopped {
+		return // see follow: what comes after the limit is not checked
+	}
 	d.probs = append(d.probs, Problem{Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// follow is deref for a value about to be walked. Following an alias charges
+// its target's cost to maxExpansion; past the limit it reports the problem
+// once (at the alias, under key) and from then on returns only nulls, which
+// every walker takes as an empty value, so the walk ends without more work.
+func (d *decoder) follow(v *yaml.Node, key string) *yaml.Node {
+	if !d.stopped && (v == nil || v.Kind != yaml.AliasNode) {
+		return v
+	}
+	if !d.stopped {
+		t := deref(v)
+		if d.expanded += d.cost(t); d.expanded <= maxExpansion {
+			return t
+		}
+		d.addf(v.Line, key, "too many alias/merge expansions: more than %d nodes reached through aliases and \"<<\" "+
+			"(an alias repeated many times, or aliases of aliases); checking stopped here", maxExpansion)
+		d.stopped = true
+	}
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null"}
+}
+
+// cost is the size of n's subtree for maxExpansion: its nodes through
+// Content (an alias is one node; its target is charged when followed) and
+// their text. Content never forms a cycle, and the memo makes computing
+// costs linear in the document.
+func (d *decoder) cost(n *yaml.Node) int {
+	if c, ok := d.sizes[n]; ok {
+		return c
+	}
+	c := 1 + len(n.Value)/expansionBytes
+	for _, k := range n.Content {
+		c += d.cost(k)
+	}
+	if d.sizes == nil {
+		d.sizes = map[*yaml.Node]int{}
+	}
+	d.sizes[n] = c
+	return c
 }
 
 // block is a mapping's values by key, after unknown keys were reported.
@@ -68,7 +129,7 @@ func describe(n *yaml.Node) string {
 // merge keys (explicit keys win over merged ones), and reports repeated keys.
 // A null counts as an empty mapping.
 func (d *decoder) pairs(n *yaml.Node, path string) []entry {
-	n = deref(n)
+	n = d.follow(n, path)
 	if isNull(n) {
 		return nil
 	}
@@ -76,13 +137,19 @@ func (d *decoder) pairs(n *yaml.Node, path string) []entry {
 		d.addf(n.Line, path, "must be a mapping, not %s", describe(n))
 		return nil
 	}
+	if d.merging == nil {
+		d.merging = map[*yaml.Node]bool{}
+	}
+	d.merging[n] = true
+	defer delete(d.merging, n)
 	var out, merged []entry
 	seen := map[string]int{}
+	done := map[*yaml.Node]bool{} // merge sources already merged into n
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		switch {
 		case k.ShortTag() == "!!merge":
-			merged = append(merged, d.mergeSources(v, path)...)
+			merged = append(merged, d.mergeSources(v, path, done)...)
 		case k.Kind != yaml.ScalarNode:
 			d.addf(k.Line, path, "keys must be plain strings")
 		case seen[k.Value] > 0:
@@ -101,14 +168,30 @@ func (d *decoder) pairs(n *yaml.Node, path string) []entry {
 	return out
 }
 
-func (d *decoder) mergeSources(v *yaml.Node, path string) []entry {
-	v = deref(v)
-	if v.Kind != yaml.SequenceNode {
-		return d.pairs(v, path)
+// mergeSources returns the entries of a "<<" value: a mapping or a list of
+// mappings, each maybe an alias. A source that is a mapping on the current
+// merge path (being merged into, directly or through other merges) is a
+// cycle: it is reported and skipped, where following it would recurse
+// forever. A source already in done was merged into the same mapping before
+// and could add nothing, so it is skipped too.
+func (d *decoder) mergeSources(v *yaml.Node, path string, done map[*yaml.Node]bool) []entry {
+	key := join(path, "<<")
+	srcs := []*yaml.Node{v}
+	if deref(v).Kind == yaml.SequenceNode {
+		srcs = d.follow(v, key).Content
 	}
 	var out []entry
-	for _, m := range v.Content {
-		out = append(out, d.pairs(m, path)...)
+	for _, m := range srcs {
+		t := deref(m)
+		if done[t] {
+			continue
+		}
+		done[t] = true
+		if d.merging[t] {
+			d.addf(m.Line, key, "merge cycle: an alias refers to a mapping that contains it")
+			continue
+		}
+		out = append(out, d.pairs(d.follow(m, key), path)...)
 	}
 	return out
 }
@@ -129,7 +212,7 @@ func (d *decoder) fields(n *yaml.Node, path string, allowed ...string) block {
 // str accepts any non-null scalar as text, so `engine_version: 2.0` and
 // `-ngl, 99` in a command read as written.
 func (d *decoder) str(v *yaml.Node, key string) (string, bool) {
-	if n := deref(v); n.Kind == yaml.ScalarNode && !isNull(n) {
+	if n := d.follow(v, key); n.Kind == yaml.ScalarNode && !isNull(n) {
 		return n.Value, true
 	}
 	d.addf(v.Line, key, "must be a string, not %s", describe(v))
@@ -156,7 +239,7 @@ func (d *decoder) boolAt(b block, path, name string, dst *bool) {
 	if !ok {
 		return
 	}
-	if n := deref(v); n.ShortTag() != "!!bool" || n.Decode(dst) != nil {
+	if n := d.follow(v, join(path, name)); n.ShortTag() != "!!bool" || n.Decode(dst) != nil {
 		d.addf(v.Line, join(path, name), "must be true or false, not %s", describe(v))
 	}
 }
@@ -169,7 +252,7 @@ func (d *decoder) intAt(b block, path, name string, lo, hi int64, dst *int64) bo
 	}
 	key := join(path, name)
 	var i int64
-	if n := deref(v); n.ShortTag() != "!!int" || n.Decode(&i) != nil {
+	if n := d.follow(v, key); n.ShortTag() != "!!int" || n.Decode(&i) != nil {
 		d.addf(v.Line, key, "must be an integer, not %s", describe(v))
 		return false
 	}
@@ -197,7 +280,7 @@ func (d *decoder) floatAt(b block, path, name string, lo, hi float64, dst *float
 	}
 	key := join(path, name)
 	var f float64
-	if n := deref(v); (n.ShortTag() != "!!int" && n.ShortTag() != "!!float") || n.Decode(&f) != nil {
+	if n := d.follow(v, key); (n.ShortTag() != "!!int" && n.ShortTag() != "!!float") || n.Decode(&f) != nil {
 		d.addf(v.Line, key, "must be a number, not %s", describe(v))
 		return
 	}
@@ -222,7 +305,8 @@ func (d *decoder) durAt(b block, path, name string, positive bool, dst *time.Dur
 	if !ok {
 		return
 	}
-	key, n := join(path, name), deref(v)
+	key := join(path, name)
+	n := d.follow(v, key)
 	switch {
 	case n.ShortTag() == "!!int" || n.ShortTag() == "!!float":
 		d.addf(v.Line, key, "duration needs a unit, e.g. 30s (got %s)", n.Value)
@@ -247,8 +331,12 @@ func (d *decoder) durAt(b block, path, name string, positive bool, dst *time.Dur
 // suggest offers the allowed key closest to a misspelt one, if any is close.
 func suggest(key string, allowed []string) string {
 	best, bestDist := "", 3
+	lower := strings.ToLower(key)
 	for _, a := range allowed {
-		if dist := editDistance(strings.ToLower(key), a); dist < bestDist && dist <= len(a)/3 {
+		if abs(len(lower)-len(a)) >= bestDist {
+			continue // the distance is at least the difference in length
+		}
+		if dist := editDistance(lower, a); dist < bestDist && dist <= len(a)/3 {
 			best, bestDist = a, dist
 		}
 	}
@@ -256,6 +344,13 @@ func suggest(key string, allowed []string) string {
 		return ""
 	}
 	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+func abs(i int) int {
+	if i < 0 {
+		return -i
+	}
+	return i
 }
 
 // editDistance is the optimal-string-alignment distance: Levenshtein plus

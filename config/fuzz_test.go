@@ -23,13 +23,12 @@ import (
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/pool-managerd/pool-managerd/config"
 )
 
 // brokenSeeds are small files that exercise the error paths: YAML syntax,
-// wrong types, unknown keys, bad durations, duplicates, anchors and merges.
+// wrong types, unknown keys, bad durations, duplicates, anchors and merges
+// (merge cycles and fan-out included).
 var brokenSeeds = []string{
 	"",
 	"---\n",
@@ -61,16 +60,15 @@ var brokenSeeds = []string{
 	"\r\r0", // \r breaks lines in YAML too
 	"pools: [\r\n  {id: a,\r",
 	"pools: [{id: a, engine: llamacpp, model_ref: m, command: [s, \"${PORT}\"], stall_timeout: 0s, drain_deadline: 0s}]\n",
-	// Merge keys that lead back to their own mapping (see skipMergeCycles).
+	// Merge keys that lead back to a mapping being merged: a merge cycle.
 	"defaults: &a {<<: *a}\npools: []\n",
 	"pools:\n  - &p {<<: [*p], id: a}\n",
+	"defaults: &a\n  restart: &b {<<: *a}\n  <<: *b\n",
+	"defaults: &a {<<: {<<: [*a]}}\n",
+	// Merges and aliases that fan out: bounded by maxExpansion.
+	"pools:\n  - &a {id: a, engine: other, model_ref: m, command: [s, \"${PORT}\"]}\n  - &b {<<: [*a, *a, *a], id: b}\n  - &c {<<: [*b, *b, *b], id: c}\n  - {<<: [*c, *c, *c], id: d}\n",
+	"pools:\n  - &a {id: a, engine: other, model_ref: m, command: &c [s, \"${PORT}\", *c]}\n  - {<<: *a, id: b, command: *c, env: &e {X: *c}}\n  - {<<: *a, id: c, env: *e}\n",
 }
-
-// skipMergeCycles skips inputs whose "<<" merge keys lead back to a mapping
-// being merged. config's decoder follows such a chain forever and dies of a
-// stack overflow, which no recover can catch. TODO: set to false (and so
-// fuzz them) once config/decode.go reports merge cycles as a Problem.
-const skipMergeCycles = true
 
 func FuzzParse(f *testing.F) {
 	files, err := filepath.Glob("../configs/*.yaml")
@@ -88,9 +86,6 @@ func FuzzParse(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if skipMergeCycles && hasMergeCycle(data) {
-			t.Skip("merge-key cycle: known config/decode.go stack overflow")
-		}
 		c, err := config.Parse(data, "fuzz.yaml")
 		if err != nil {
 			if c != nil {
@@ -284,73 +279,4 @@ func checkPlaceholders(key, s string) []string {
 		}
 		s = s[i+j+1:]
 	}
-}
-
-// hasMergeCycle reports whether following "<<" merge keys from any mapping in
-// the document can come back to a mapping already on the merge path. It is
-// a depth-first search with colours, so linear in the document even when
-// merges fan out exponentially.
-func hasMergeCycle(data []byte) bool {
-	var doc yaml.Node
-	if yaml.Unmarshal(data, &doc) != nil {
-		return false // Parse only reports the syntax error
-	}
-	seen := map[*yaml.Node]bool{}
-	colour := map[*yaml.Node]int{} // 0 unvisited, 1 on the merge path, 2 done: no cycle from it
-	var walk func(n *yaml.Node) bool
-	walk = func(n *yaml.Node) bool {
-		if n == nil || seen[n] {
-			return false
-		}
-		seen[n] = true
-		if n.Kind == yaml.MappingNode && mergeLoops(n, colour) {
-			return true
-		}
-		if walk(n.Alias) {
-			return true
-		}
-		for _, c := range n.Content {
-			if walk(c) {
-				return true
-			}
-		}
-		return false
-	}
-	return walk(&doc)
-}
-
-// mergeLoops follows mapping n's merge keys as config's decoder does (a merge
-// value is a mapping or a list of mappings) and reports a path back to a
-// mapping still being merged.
-func mergeLoops(n *yaml.Node, colour map[*yaml.Node]int) bool {
-	switch colour[n] {
-	case 1:
-		return true
-	case 2:
-		return false
-	}
-	colour[n] = 1
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].ShortTag() != "!!merge" {
-			continue
-		}
-		srcs := []*yaml.Node{deref(n.Content[i+1])}
-		if srcs[0].Kind == yaml.SequenceNode {
-			srcs = srcs[0].Content
-		}
-		for _, m := range srcs {
-			if m = deref(m); m.Kind == yaml.MappingNode && mergeLoops(m, colour) {
-				return true
-			}
-		}
-	}
-	colour[n] = 2
-	return false
-}
-
-func deref(n *yaml.Node) *yaml.Node {
-	for n != nil && n.Kind == yaml.AliasNode {
-		n = n.Alias
-	}
-	return n
 }

@@ -27,7 +27,7 @@ var (
 // pools resolves every entry against base (built-ins plus defaults block)
 // and checks what spans pools: unique ids and unique fixed ports.
 func (d *decoder) pools(v *yaml.Node, base Pool) []Pool {
-	n := deref(v)
+	n := d.follow(v, "pools")
 	if isNull(n) {
 		return []Pool{}
 	}
@@ -39,7 +39,7 @@ func (d *decoder) pools(v *yaml.Node, base Pool) []Pool {
 	ids, addrs := map[string]int{}, map[string]string{}
 	for i, item := range n.Content {
 		path := fmt.Sprintf("pools[%d]", i)
-		p, idLine, ok := d.pool(deref(item), path, base)
+		p, idLine, ok := d.pool(d.follow(item, path), path, base)
 		if !ok {
 			continue
 		}
@@ -155,7 +155,7 @@ func (d *decoder) nonEmpty(b block, path, name string, dst *string) {
 // command reads the argv list. A plain string is refused rather than split:
 // the daemon never adds a shell, so there is no right way to split it.
 func (d *decoder) command(v *yaml.Node, path string) []string {
-	n := deref(v)
+	n := d.follow(v, path)
 	if n.Kind != yaml.SequenceNode {
 		d.addf(v.Line, path, "must be a list (argv) such as [server, --port, \"${PORT}\"], not %s", describe(n))
 		return nil
@@ -194,14 +194,16 @@ func (d *decoder) env(v *yaml.Node, path string) map[string]string {
 
 // devices reads GPU indices (ints) or UUIDs (strings), kept as written.
 func (d *decoder) devices(v *yaml.Node, path string) []string {
-	n := deref(v)
+	n := d.follow(v, path)
 	if n.Kind != yaml.SequenceNode {
 		d.addf(v.Line, path, "must be a list of GPU indices or UUIDs, e.g. [0, 1], not %s", describe(n))
 		return nil
 	}
 	var out []string
+	listed := map[string]bool{}
 	for i, item := range n.Content {
-		key, it := fmt.Sprintf("%s[%d]", path, i), deref(item)
+		key := fmt.Sprintf("%s[%d]", path, i)
+		it := d.follow(item, key)
 		switch {
 		case it.ShortTag() == "!!int" && !strings.HasPrefix(it.Value, "-"):
 		case it.ShortTag() == "!!str" && strings.TrimSpace(it.Value) != "":
@@ -209,10 +211,11 @@ func (d *decoder) devices(v *yaml.Node, path string) []string {
 			d.addf(item.Line, key, "must be a GPU index (>= 0) or UUID, not %s", describe(it))
 			continue
 		}
-		if slices.Contains(out, it.Value) {
+		if listed[it.Value] {
 			d.addf(item.Line, key, "device %q is listed twice", it.Value)
 			continue
 		}
+		listed[it.Value] = true
 		out = append(out, it.Value)
 	}
 	return out
