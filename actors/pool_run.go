@@ -99,6 +99,10 @@ func (a *pool) spawn(cfg config.Pool, devs []gpu.Device) (*engine.Process, strin
 	for k, v := range gpu.CUDAEnv(devs) {
 		extra[k] = v
 	}
+	// The marker every process of this engine inherits: the next daemon's
+	// start-up sweep finds the workers by it once the leader is gone.
+	token := pidrec.NewToken()
+	extra[pidrec.EnvVar] = pidrec.EnvValue(cfg.ID, token)
 	spec := engine.Spec{PoolID: cfg.ID, Argv: argv, Env: engine.CleanEnv(os.Environ(), extra), Sink: a.sink}
 	if cfg.User != "" {
 		if spec.Credential, err = engine.LookupCredential(cfg.User); err != nil {
@@ -110,7 +114,7 @@ func (a *pool) spawn(cfg config.Pool, devs []gpu.Device) (*engine.Process, strin
 		return nil, "", fmt.Errorf("spawn %s: %w", argv[0], err)
 	}
 	if a.d.StateDir != "" {
-		if err := pidrec.Write(a.d.StateDir, cfg.ID, proc.Pid(), proc.Pid(), argv[0]); err != nil {
+		if err := pidrec.Write(a.d.StateDir, cfg.ID, proc.Pid(), proc.Pid(), argv[0], token); err != nil {
 			a.log.Warn("pidrec.write_failed", "pid", proc.Pid(), "err", err)
 		}
 	}

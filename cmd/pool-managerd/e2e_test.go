@@ -148,8 +148,16 @@ func TestCrashRecoveryAndOrphanSweep(t *testing.T) {
 		if err := json.Unmarshal(b, &rec); err != nil {
 			t.Fatal(err)
 		}
-		if rec.PoolID != p.PoolID || rec.PID != p.pid() || rec.PGID != p.pid() || rec.StartTime == 0 {
+		if rec.PoolID != p.PoolID || rec.PID != p.pid() || rec.PGID != p.pid() || rec.StartTime == 0 || rec.Token == "" {
 			t.Errorf("pid record %s = %+v", name, rec)
+		}
+		// The engine carries the marker the sweep finds its workers by.
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", p.pid()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mark := pidrec.EnvVar + "=" + pidrec.EnvValue(p.PoolID, rec.Token); !slices.Contains(strings.Split(string(env), "\x00"), mark) {
+			t.Errorf("engine %d of %s lacks %s in its environment", p.pid(), p.PoolID, mark)
 		}
 	}
 
@@ -160,10 +168,11 @@ func TestCrashRecoveryAndOrphanSweep(t *testing.T) {
 	// Pdeathsig: the engines die with their daemon.
 	waitGone(t, waitLimit, pids...)
 
-	// (a) an engine that survived its daemon; (b) a record whose pid is now
-	// someone else's (its start time differs), which must not be killed.
+	// (a) an engine that survived its daemon (recorded without a marker
+	// token: its live leader alone vouches for it); (b) a record whose pid is
+	// now someone else's (its start time differs), which must not be killed.
 	survivor, stranger := startSleeper(t), startSleeper(t)
-	if err := pidrec.Write(stateDir, "survivor", survivor.pid(), survivor.pid(), "sleep"); err != nil {
+	if err := pidrec.Write(stateDir, "survivor", survivor.pid(), survivor.pid(), "sleep", ""); err != nil {
 		t.Fatal(err)
 	}
 	start, err := pidrec.StartTime(stranger.pid())

@@ -348,7 +348,7 @@ func (s *soak) report() bool {
 	}
 	fmt.Fprintf(w, "chaos:       %s\n", strings.Join(acts, ", "))
 	if len(s.survivors) > 0 || s.actions["daemon SIGKILL + restart"] > 0 {
-		what := "left for the new daemon's start-up sweep"
+		what := "left for the new daemon's start-up sweep: leaders by their pid records, workers by their engine's marker"
 		if s.o.crashCleanup {
 			what = "engine workers killed by the soak, as systemd's KillMode=mixed would; engine leaders left for the sweep"
 		}

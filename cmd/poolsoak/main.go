@@ -99,7 +99,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.fdSlack, "fd-slack", 10, "allowed fd growth of the daemon")
 	fs.BoolVar(&o.plantLeftover, "plant-leftover", false, "plant a leftover process in an engine-like group: the run must fail")
 	fs.BoolVar(&o.plantNegative, "plant-negative-lease", false, "book one release twice in the soak's own ledger: the run must fail")
-	fs.BoolVar(&o.crashCleanup, "crash-cleanup", true, "after the daemon SIGKILL, kill what outlived it, as systemd's KillMode=mixed would (false: leave it to the daemon's start-up sweep)")
+	fs.BoolVar(&o.crashCleanup, "crash-cleanup", false, "after the daemon SIGKILL, kill the engine workers that outlived it, as systemd's KillMode=mixed would (default: leave them to the next daemon's start-up sweep, which must kill them)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the run directory (config, daemon logs) even when the run passes")
 	fs.BoolVar(&o.verbose, "v", false, "print every chaos action")
 	if err := fs.Parse(args); err != nil {

@@ -255,6 +255,9 @@ func (s *soak) crash(ctx context.Context, base sample, r *rand.Rand) sample {
 	if !s.startDaemon(ctx) {
 		return base
 	}
+	if !s.o.crashCleanup {
+		s.checkSwept()
+	}
 	s.gate.Lock()
 	defer s.gate.Unlock()
 	if _, err := s.settle(ctx); err != nil {
@@ -264,9 +267,12 @@ func (s *soak) crash(ctx context.Context, base sample, r *rand.Rand) sample {
 }
 
 // afterCrash waits (bounded) for the engine leaders of the killed daemon to
-// die of Pdeathsig, and returns what of the run is still alive then. An
-// engine leader among them is left for the next daemon's start-up sweep,
-// which must kill it; the leftover checks tell whether it did.
+// die of Pdeathsig, and returns what of the run is still alive then: engine
+// workers (Pdeathsig is not inherited), and any leader that outlived its
+// death signal. They are left for the next daemon's start-up sweep, which
+// must kill them (leaders by their pid records, workers by their engine's
+// marker, see engine/pidrec); checkSwept and the leftover checks tell
+// whether it did.
 func (s *soak) afterCrash() []proc {
 	deadline := time.Now().Add(pdeathsigWait)
 	for {
@@ -284,6 +290,22 @@ func (s *soak) afterCrash() []proc {
 			return alive
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// checkSwept fails the run for every crash survivor still alive once the
+// new daemon answers: its start-up sweep runs, and waits for what it killed
+// to die, before it listens. A pid counts as the survivor only with the
+// same process group and command line.
+func (s *soak) checkSwept() {
+	alive := map[int]proc{}
+	for _, p := range scanRun(s.runID) {
+		alive[p.pid] = p
+	}
+	for _, p := range s.survivors {
+		if q, ok := alive[p.pid]; ok && q.pgid == p.pgid && q.cmd == p.cmd {
+			s.fail("crash survivor outlived the new daemon's start-up sweep: %s", q)
+		}
 	}
 }
 

@@ -5,16 +5,29 @@
 // signal, for instance after exec'ing a setuid binary) and take the engine's
 // whole process group with it.
 //
-// Not covered: workers left in a group whose leader is already dead. With no
-// verified member the group id may have been reused, so the sweep leaves it;
-// under systemd, KillMode=mixed kills what remains of the cgroup.
-//
 // A record holds the pid and its /proc start time: the pair names one process
 // for the life of one boot, so a pid reused by a stranger is never killed.
 // The boot id makes records from before a reboot plainly stale.
+//
+// Workers: Pdeathsig is not inherited, so after a daemon SIGKILL an engine's
+// workers (vLLM's worker processes, anything an engine forked) outlive their
+// leader. With the leader dead the group id proves nothing (it may have been
+// reused), so the workers are found by an environment marker instead: every
+// engine start gets a random token, the engine's environment holds
+// POOL_MANAGERD_ENGINE=<pool_id>:<token> (EnvVar, EnvValue) and the record
+// holds the token. Children inherit the environment, and /proc/PID/environ
+// shows the environment a process was exec'd with, so the marker names the
+// engine's processes exactly, in its process group or out of it (setsid,
+// setpgid), and a stranger never carries it. Limits: a process that clears
+// the marker before exec'ing, or overwrites its initial environment area
+// (some setproctitle implementations do), or whose environ the daemon may
+// not read, is not found; under systemd, KillMode=mixed still takes what
+// remains of the cgroup.
 package pidrec
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,8 +45,27 @@ type Record struct {
 	PGID       int       `json:"pgid"`
 	StartTime  uint64    `json:"start_time"` // /proc/PID/stat field 22: clock ticks since boot
 	Argv0      string    `json:"argv0"`
+	Token      string    `json:"token,omitempty"` // the engine's marker token; "" in records from before markers
 	BootID     string    `json:"boot_id"`
 	RecordedAt time.Time `json:"recorded_at"` // for operators reading the file
+}
+
+// EnvVar is the environment variable that marks an engine and every process
+// it starts; its value is EnvValue(poolID, token).
+const EnvVar = "POOL_MANAGERD_ENGINE"
+
+// EnvValue is the value of EnvVar for one engine start.
+func EnvValue(poolID, token string) string { return poolID + ":" + token }
+
+// marker is the exact /proc/PID/environ entry of a marked process.
+func marker(poolID, token string) string { return EnvVar + "=" + EnvValue(poolID, token) }
+
+// NewToken returns a fresh random token for one engine start: 16 hex digits
+// from crypto/rand, so no two engine starts (and no stranger) share it.
+func NewToken() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // never fails: crypto/rand aborts the program instead
+	return hex.EncodeToString(b[:])
 }
 
 const (
@@ -43,10 +75,12 @@ const (
 )
 
 // Write records a just-started engine. It reads the process's start time now,
-// so call it right after the spawn. The file appears atomically (temp file +
+// so call it right after the spawn. token is the one in the engine's
+// EnvVar marker ("" for an engine started without one: Sweep then finds its
+// group only through a live leader). The file appears atomically (temp file +
 // rename). There is no fsync: a power loss means a reboot, and records from
 // an earlier boot are stale anyway.
-func Write(stateDir, poolID string, pid, pgid int, argv0 string) error {
+func Write(stateDir, poolID string, pid, pgid int, argv0, token string) error {
 	start, err := StartTime(pid)
 	if err != nil {
 		return err
@@ -57,7 +91,7 @@ func Write(stateDir, poolID string, pid, pgid int, argv0 string) error {
 	}
 	return writeRecord(stateDir, Record{
 		PoolID: poolID, PID: pid, PGID: pgid, StartTime: start,
-		Argv0: argv0, BootID: boot, RecordedAt: time.Now().UTC(),
+		Argv0: argv0, BootID: boot, Token: token, RecordedAt: time.Now().UTC(),
 	})
 }
 

@@ -59,7 +59,7 @@ func TestSweepKillsOrphanGroup(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state") // created by Write
 	cmd := startSleeper(t)
 	pid := cmd.Process.Pid
-	if err := Write(dir, "llama-8b", pid, pid, "/bin/sleep"); err != nil {
+	if err := Write(dir, "llama-8b", pid, pid, "/bin/sleep", ""); err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
@@ -106,7 +106,7 @@ func TestSweepKillsGrandchildren(t *testing.T) {
 	must(t, err)
 
 	pid := cmd.Process.Pid
-	must(t, Write(dir, "vllm", pid, pid, "sh"))
+	must(t, Write(dir, "vllm", pid, pid, "sh", ""))
 	if killed, err := Sweep(dir, nil); err != nil || killed != 1 {
 		t.Fatalf("Sweep = %d, %v; want 1, nil", killed, err)
 	}
@@ -183,14 +183,14 @@ func TestSweepMissingDir(t *testing.T) {
 func TestWriteRemove(t *testing.T) {
 	dir := t.TempDir()
 	pid := os.Getpid()
-	must(t, Write(dir, "tgi", pid, syscall.Getpgrp(), "/usr/bin/text-generation-launcher"))
+	must(t, Write(dir, "tgi", pid, syscall.Getpgrp(), "/usr/bin/text-generation-launcher", "0123456789abcdef"))
 	b, err := os.ReadFile(filepath.Join(dir, "tgi."+strconv.Itoa(pid)+".json"))
 	must(t, err)
 	var r Record
 	must(t, json.Unmarshal(b, &r))
 	start, _ := StartTime(pid)
 	boot, _ := bootID()
-	if r.PoolID != "tgi" || r.PID != pid || r.StartTime != start || r.BootID != boot || r.Argv0 == "" {
+	if r.PoolID != "tgi" || r.PID != pid || r.StartTime != start || r.BootID != boot || r.Argv0 == "" || r.Token != "0123456789abcdef" {
 		t.Fatalf("record %+v", r)
 	}
 	must(t, Remove(dir, "tgi", pid))
@@ -199,11 +199,11 @@ func TestWriteRemove(t *testing.T) {
 		t.Fatalf("left: %v", got)
 	}
 	for _, id := range []string{"", "..", "a/b"} {
-		if err := Write(dir, id, pid, pid, "x"); err == nil {
+		if err := Write(dir, id, pid, pid, "x", ""); err == nil {
 			t.Errorf("Write accepted pool id %q", id)
 		}
 	}
-	if err := Write(dir, "gone", 1<<30, 1<<30, "x"); !errors.Is(err, os.ErrNotExist) {
+	if err := Write(dir, "gone", 1<<30, 1<<30, "x", ""); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Write for a missing pid: %v, want ErrNotExist", err)
 	}
 }

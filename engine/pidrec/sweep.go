@@ -1,12 +1,14 @@
 package pidrec
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -20,17 +22,26 @@ const (
 	killWait = 10 * time.Second
 	// killPoll is how often Sweep looks for the killed orphans in /proc.
 	killPoll = 20 * time.Millisecond
+	// markedPasses bounds the /proc scans for marked workers: a pass that
+	// finds nothing new ends them.
+	markedPasses = 5
 )
 
 // Sweep kills the engines a previous daemon left behind. Call it once at
 // start-up, before any engine starts. For each record: from another boot, or
 // its process gone, or its pid reused (start time differs) → the record is
 // stale and only removed; otherwise SIGKILL goes to the engine's process group
-// and to the pid, and Sweep waits (up to killWait) for them to die. Every
-// record is removed once handled; corrupt ones are logged and removed.
+// and to the pid. Then, for every record of this boot with a token, whatever
+// became of its leader, SIGKILL goes to each process anywhere in /proc whose
+// environment holds exactly that engine's marker (EnvVar): the workers the
+// leader left behind, in its old group or out of it. Sweep waits (up to
+// killWait) for everything it killed to die. Every record is removed once
+// handled; corrupt ones are logged and removed.
 //
-// killed counts the orphans signalled. err is non-nil only when state_dir
-// cannot be read; a missing state_dir is a no-op.
+// killed counts the processes signalled one by one: engine leaders, and
+// marked workers not already reached through a verified leader's group. err
+// is non-nil only when state_dir cannot be read; a missing state_dir is a
+// no-op.
 func Sweep(stateDir string, logger *slog.Logger) (killed int, err error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -46,7 +57,8 @@ func Sweep(stateDir string, logger *slog.Logger) (killed int, err error) {
 	if err != nil {
 		return 0, err
 	}
-	var victims []Record
+	var victims []victim
+	marked := map[string]markedEngine{} // marker → its engine
 	for _, e := range entries {
 		path := filepath.Join(stateDir, e.Name())
 		switch {
@@ -58,35 +70,51 @@ func Sweep(stateDir string, logger *slog.Logger) (killed int, err error) {
 		case !strings.HasSuffix(e.Name(), recordExt):
 			continue
 		}
-		if r, ok := handle(path, boot, logger); ok {
-			victims = append(victims, r)
+		r, v := handle(path, boot, logger)
+		if v.killed {
+			victims = append(victims, victim{poolID: r.PoolID, pid: r.PID, start: r.StartTime})
+			killed++
+		}
+		if v.current && r.Token != "" {
+			marked[marker(r.PoolID, r.Token)] = markedEngine{Record: r, groupKilled: v.groupKilled}
 		}
 		removeFile(path, logger)
 	}
+	workers, n := killMarked(marked, logger)
+	victims = append(victims, workers...)
+	killed += n
 	waitGone(victims, time.Now().Add(killWait), logger)
-	return len(victims), nil
+	return killed, nil
+}
+
+// verdict is what handle did with one record.
+type verdict struct {
+	current     bool // a well-formed record of this boot: its marker may be swept
+	killed      bool // the leader was signalled
+	groupKilled bool // and its process group with it
 }
 
 // handle decides one record's fate and kills its process when it is ours.
-func handle(path, boot string, logger *slog.Logger) (Record, bool) {
+func handle(path, boot string, logger *slog.Logger) (Record, verdict) {
 	r, err := readRecord(path)
 	if err != nil {
 		logger.Warn("corrupt pid record removed", "path", path, "err", err)
-		return r, false
+		return r, verdict{}
 	}
 	log := logger.With("pool_id", r.PoolID, "pid", r.PID, "pgid", r.PGID, "argv0", r.Argv0)
 	if r.BootID != boot {
 		log.Info("stale pid record", "reason", "recorded before a reboot")
-		return r, false
+		return r, verdict{}
 	}
+	v := verdict{current: true}
 	st, err := readStat(r.PID)
 	switch {
 	case err != nil:
 		log.Info("stale pid record", "reason", "process gone", "err", err)
-		return r, false
+		return r, v
 	case st.StartTime != r.StartTime:
 		log.Info("stale pid record", "reason", "pid reused by another process")
-		return r, false
+		return r, v
 	}
 	// The group goes first: it takes the engine's workers with it. It is
 	// only signalled while the verified engine is still in it, since that
@@ -95,16 +123,132 @@ func handle(path, boot string, logger *slog.Logger) (Record, bool) {
 	if st.PGrp == r.PGID {
 		if err := syscall.Kill(-r.PGID, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 			log.Warn("orphan engine group kill failed", "err", err)
+		} else {
+			v.groupKilled = true
 		}
 	} else {
 		log.Warn("orphan engine left its process group, killing the pid only", "current_pgid", st.PGrp)
 	}
 	if err := syscall.Kill(r.PID, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 		log.Warn("orphan engine kill failed", "err", err)
-		return r, false
+		return r, v
 	}
 	log.Warn("orphan engine killed")
-	return r, true
+	v.killed = true
+	return r, v
+}
+
+// markedEngine is a swept record whose processes carry a marker.
+type markedEngine struct {
+	Record
+	groupKilled bool // its recorded group has been signalled already
+}
+
+// killMarked scans /proc and SIGKILLs every process whose environment holds
+// one of the markers exactly. It never signals pid 1, the daemon, or a
+// process in the daemon's own group, and leaves alone a process whose
+// environ it cannot read. A marked process in the group of a verified leader
+// was signalled with that group already: it is only waited for. A worker may
+// fork while the scan runs, so the scan is repeated (up to markedPasses
+// times) until a pass finds nothing new. It returns what to wait for and how
+// many processes it signalled.
+func killMarked(marked map[string]markedEngine, logger *slog.Logger) (victims []victim, killed int) {
+	if len(marked) == 0 {
+		return nil, 0
+	}
+	self := os.Getpid()
+	seen := map[victim]bool{}
+	for range markedPasses {
+		entries, err := os.ReadDir("/proc")
+		if err != nil {
+			logger.Warn("orphan engine worker scan failed", "err", err)
+			break
+		}
+		found := 0
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil || pid <= 1 || pid == self {
+				continue
+			}
+			// A cheap look first: most processes are not ours.
+			if _, ok := markedBy(pid, marked); !ok {
+				continue
+			}
+			v, signalled, ok := killIfMarked(pid, marked, seen, logger)
+			if !ok {
+				continue
+			}
+			seen[v] = true
+			victims = append(victims, v)
+			found++
+			if signalled {
+				killed++
+			}
+		}
+		if found == 0 {
+			break
+		}
+	}
+	return victims, killed
+}
+
+// killIfMarked checks pid again with the process pinned by a pidfd
+// (os.FindProcess), so the signal reaches the very process whose stat and
+// environ were read, never a stranger that reused the pid since: a pidfd
+// signal to a process that has died fails instead of landing elsewhere.
+// ok says whether pid is a new victim (to wait for); signalled whether this
+// call sent it the SIGKILL.
+func killIfMarked(pid int, marked map[string]markedEngine, seen map[victim]bool, logger *slog.Logger) (v victim, signalled, ok bool) {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return v, false, false
+	}
+	defer p.Release()
+	st, err := readStat(pid)
+	if err != nil || st.State == 'Z' || st.State == 'X' || st.PGrp == syscall.Getpgrp() {
+		return v, false, false
+	}
+	r, found := markedBy(pid, marked)
+	if !found {
+		return v, false, false
+	}
+	v = victim{poolID: r.PoolID, pid: pid, start: st.StartTime}
+	if seen[v] {
+		return v, false, false
+	}
+	if r.groupKilled && st.PGrp == r.PGID {
+		return v, false, true // signalled with its group
+	}
+	log := logger.With("pool_id", r.PoolID, "pid", pid, "pgid", st.PGrp, "engine_pid", r.PID, "engine_pgid", r.PGID)
+	if err := p.Signal(syscall.SIGKILL); err != nil {
+		if !errors.Is(err, os.ErrProcessDone) && !errors.Is(err, syscall.ESRCH) {
+			log.Warn("orphan engine worker kill failed", "err", err)
+		}
+		return v, false, false
+	}
+	log.Warn("orphan engine worker killed")
+	return v, true, true
+}
+
+var envPrefix = []byte(EnvVar + "=")
+
+// markedBy returns the engine whose marker pid's environment holds, if any.
+// An environ that cannot be read (another user's process, one that is not
+// dumpable, one gone) is no proof: false.
+func markedBy(pid int, marked map[string]markedEngine) (markedEngine, bool) {
+	env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		return markedEngine{}, false
+	}
+	for kv := range bytes.SplitSeq(env, []byte{0}) {
+		if !bytes.HasPrefix(kv, envPrefix) {
+			continue
+		}
+		if r, ok := marked[string(kv)]; ok {
+			return r, true
+		}
+	}
+	return markedEngine{}, false
 }
 
 func readRecord(path string) (Record, error) {
@@ -134,15 +278,23 @@ func (r Record) valid() error {
 	return nil
 }
 
-// waitGone polls until every killed orphan is gone (a zombie counts as gone:
-// it holds no memory and its parent, now init, reaps it) or the deadline.
-func waitGone(victims []Record, deadline time.Time, logger *slog.Logger) {
+// victim is one process Sweep killed: pid and start time name it.
+type victim struct {
+	poolID string
+	pid    int
+	start  uint64
+}
+
+// waitGone polls until every killed process is gone (a zombie counts as
+// gone: it holds no memory and its parent, or init, reaps it) or the
+// deadline.
+func waitGone(victims []victim, deadline time.Time, logger *slog.Logger) {
 	for len(victims) > 0 {
 		alive := victims[:0]
-		for _, r := range victims {
-			st, err := readStat(r.PID)
-			if err == nil && st.StartTime == r.StartTime && st.State != 'Z' && st.State != 'X' {
-				alive = append(alive, r)
+		for _, v := range victims {
+			st, err := readStat(v.pid)
+			if err == nil && st.StartTime == v.start && st.State != 'Z' && st.State != 'X' {
+				alive = append(alive, v)
 			}
 		}
 		victims = alive
@@ -150,8 +302,8 @@ func waitGone(victims []Record, deadline time.Time, logger *slog.Logger) {
 			return
 		}
 		if time.Now().After(deadline) {
-			for _, r := range victims {
-				logger.Warn("orphan engine still alive after SIGKILL", "pool_id", r.PoolID, "pid", r.PID, "wait", killWait)
+			for _, v := range victims {
+				logger.Warn("orphan engine still alive after SIGKILL", "pool_id", v.poolID, "pid", v.pid, "wait", killWait)
 			}
 			return
 		}
