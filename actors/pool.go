@@ -25,7 +25,6 @@ type PoolDeps struct {
 	StateDir    string       // pid records; "" = none
 	ProbeClient *http.Client
 	Observer    Observer
-	Stopped     bool                // start in stopped instead of preload
 	OnLogDrop   func(poolID string) // an engine output line was rate-limited away
 }
 
@@ -206,9 +205,7 @@ func (a *pool) Receive(ctx actor.Context) {
 		a.self, a.root = ctx.Self(), ctx.ActorSystem().Root
 		a.st.StateSinceMS = a.now().UnixMilli()
 		ctx.Send(a.d.Registry, &RegisterPool{Status: a.st, PID: a.self})
-		if !a.d.Stopped {
-			a.startPreload("start")
-		}
+		a.startPreload("start")
 	case *actor.Stopping, *actor.Restarting:
 		a.shutdownNow()
 	case *actor.Stopped:
