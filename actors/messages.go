@@ -44,13 +44,21 @@ type RegisterPool struct {
 	PID    *actor.PID
 }
 
-// UnregisterPool removes a pool (after it stopped for good).
-type UnregisterPool struct{ PoolID string }
+// UnregisterPool removes a pool (after it stopped for good). PID must be the
+// actor that registered it: a pool re-added under the same id meanwhile is
+// a different actor and stays.
+type UnregisterPool struct {
+	PoolID string
+	PID    *actor.PID
+}
 
-// StatusUpdate carries a pool's new status and the transitions that led to it.
+// StatusUpdate carries a pool's new status and the transitions that led to
+// it. PID identifies the sending actor: updates from an actor that is no
+// longer the registered one (a removed pool still stopping) are ignored.
 type StatusUpdate struct {
 	Status      PoolStatus
 	Transitions []Transition
+	PID         *actor.PID
 }
 
 // GetPools asks for every pool, sorted by id. Reply: PoolsReply.
@@ -176,6 +184,12 @@ type CommandReply struct {
 	Changed bool // Start: false when already preloading or ready
 	Err     *Error
 }
+
+// GetStatus asks a pool actor for its own status (the registry may list
+// another actor under the same id). Reply: PoolReply.
+type GetStatus struct{}
+
+func (GetStatus) poolMsg() {}
 
 // LeasesChanged tells a draining pool how many leases it still has.
 type LeasesChanged struct{ Active int }

@@ -52,9 +52,18 @@ func readinessPoll(sinceSpawn time.Duration) time.Duration {
 	}
 }
 
+// leaseCountGrace is how long a drain past its deadline waits for the
+// registry's lease count before stopping the engine regardless.
+const leaseCountGrace = time.Second
+
 // killWait bounds how long an actor that is being stopped waits for its
 // engine's process group to die after SIGKILL.
 const killWait = 5 * time.Second
+
+// generations numbers every abandoned unit of work across all pool actors,
+// so a restarted actor (a fresh struct) never mistakes a result of its
+// predecessor's goroutines for its own.
+var generations atomic.Uint64
 
 // Timer kinds.
 const (
@@ -80,6 +89,7 @@ type pool struct {
 
 	gen          uint64             // bumped whenever running work (spawn, probes) is abandoned
 	cancel       context.CancelFunc // cancels the goroutines of gen
+	preloadDone  chan struct{}      // closed when the latest preload goroutine has returned
 	proc         *engine.Process    // the engine, until its stop completes
 	stopReq      bool               // we asked proc to stop
 	afterStop    func()             // continuation once proc is gone
@@ -123,6 +133,7 @@ type reloadOp struct {
 
 type spawned struct {
 	gen     uint64
+	adopted *atomic.Bool // set by the actor when it takes the engine over
 	proc    *engine.Process
 	url     string
 	devices []gpu.Device
@@ -241,6 +252,8 @@ func (a *pool) Receive(ctx actor.Context) {
 		a.onGPUEvent(m.Event)
 	case *DevicesUpdate:
 		a.onDevices(m.Devices)
+	case *GetStatus:
+		ctx.Respond(&PoolReply{Status: a.st, PID: a.self, Found: true})
 	case *GetLogs:
 		ctx.Respond(&LogsReply{Lines: a.sink.Tail(m.Tail)})
 	default:
@@ -263,7 +276,7 @@ func (a *pool) publish() {
 		return
 	}
 	st := a.st
-	a.root.Send(a.d.Registry, &StatusUpdate{Status: st, Transitions: a.pending})
+	a.root.Send(a.d.Registry, &StatusUpdate{Status: st, Transitions: a.pending, PID: a.self})
 	a.pending, a.dirty = nil, false
 }
 
@@ -345,10 +358,18 @@ func (a *pool) onTimer(m *timerFired) {
 			a.startPreload("backoff elapsed")
 		}
 	case tDrain:
-		if a.drain != nil {
-			a.drain.deadlinePassed = true
-			if a.drain.leases >= 0 {
-				a.drainStop(a.drain.leases > 0)
+		if d := a.drain; d != nil {
+			switch {
+			case d.leases >= 0:
+				d.deadlinePassed = true
+				a.drainStop(d.leases > 0)
+			case !d.deadlinePassed:
+				// The registry has not told us the lease count yet (it
+				// normally does within microseconds): give it a moment.
+				d.deadlinePassed = true
+				a.armTimer(tDrain, leaseCountGrace)
+			default: // still no count: stop anyway rather than drain forever
+				a.drainStop(true)
 			}
 		}
 	}

@@ -22,10 +22,13 @@ func (a *pool) handleDrain(m *Drain) *CommandReply {
 	if reason == "" {
 		reason = "drain"
 	}
-	if a.reload != nil {
-		a.finishReload("cancelled", false, "reload cancelled by "+reason)
+	if r := a.reload; r != nil {
+		a.finishReload("cancelled", false, "cancelled by a drain ("+reason+")")
 		if a.drain != nil {
 			a.drain.then = nil // the drain now ends in stopped
+		}
+		if r.phase != "drain" {
+			a.setCfg(r.old) // the new model never became ready: a later start runs the old one
 		}
 	}
 	switch a.st.State {
@@ -39,7 +42,9 @@ func (a *pool) handleDrain(m *Drain) *CommandReply {
 		return &CommandReply{State: StateDraining}
 	}
 	a.beginDrain(deadline, reason, nil)
-	return &CommandReply{State: a.st.State}
+	// "draining" even when there was nothing to wait for and the pool is
+	// already stopped: the drain was accepted and has run (CONTRACT §4).
+	return &CommandReply{State: StateDraining, Changed: true}
 }
 
 // beginDrain enters draining. From ready the engine keeps serving its leases;
@@ -148,6 +153,10 @@ func (a *pool) handleReload(m *Reload) *CommandReply {
 	if deadline < 0 {
 		deadline = a.cfg.DrainDeadline
 	}
+	if a.st.State == StateFailed { // CONTRACT §3: a reload leaves failed with a closed breaker
+		a.policy.Reset()
+		a.st.ConsecutiveFailures = 0
+	}
 	a.reload = &reloadOp{old: a.cfg, new: next, start: a.now(), phase: "drain", result: m.Result}
 	a.st.Reloading = true
 	a.dirty = true
@@ -218,6 +227,9 @@ func (a *pool) finishReload(result string, rolledBack bool, errMsg string) {
 // ---- start ----
 
 func (a *pool) handleStart() *CommandReply {
+	if a.reload != nil { // the reload brings the pool up (or back) by itself
+		return &CommandReply{State: a.st.State}
+	}
 	switch a.st.State {
 	case StatePreload, StateReady:
 		return &CommandReply{State: a.st.State}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/pool-managerd/pool-managerd/config"
@@ -32,13 +33,19 @@ func (a *pool) startPreload(reason string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	go a.preload(ctx, a.gen, a.cfg)
+	done := make(chan struct{})
+	a.preloadDone = done
+	gen, cfg := a.gen, a.cfg // read here: the goroutine may not touch actor fields
+	go func() {
+		defer close(done)
+		a.preload(ctx, gen, cfg)
+	}()
 }
 
 // abandonRun makes every goroutine result of the current generation stale and
 // cancels its probes and preload timers.
 func (a *pool) abandonRun() {
-	a.gen++
+	a.gen = generations.Add(1)
 	if a.cancel != nil {
 		a.cancel()
 		a.cancel = nil
@@ -67,17 +74,45 @@ func (a *pool) preload(ctx context.Context, gen uint64, cfg config.Pool) {
 		send(&spawnFailed{gen: gen, reason: "spawn_error", err: err})
 		return
 	}
-	send(&spawned{gen: gen, proc: proc, url: url, devices: devs})
+	if ctx.Err() != nil { // abandoned while spawning: nobody will adopt it
+		a.killAbandoned(proc)
+		return
+	}
+	adopted := new(atomic.Bool)
+	send(&spawned{gen: gen, adopted: adopted, proc: proc, url: url, devices: devs})
 	go func() {
 		<-proc.Done()
 		send(&exited{proc: proc})
 	}()
 	a.pollReadiness(ctx, gen, proc, url+cfg.Readiness.Path, cfg.Readiness.Timeout)
+	// The actor cancels ctx only after changing generation, so an engine it
+	// had not adopted by then never will be (even if the actor is gone).
+	if ctx.Err() != nil && !adopted.Load() {
+		a.killAbandoned(proc)
+	}
+}
+
+// killAbandoned kills an engine whose preload was abandoned before the actor
+// took it over (drain, reload or actor stop during the spawn).
+func (a *pool) killAbandoned(p *engine.Process) {
+	p.Kill()
+	<-p.Done()
+	if a.d.StateDir != "" {
+		_ = pidrec.Remove(a.d.StateDir, a.id, p.Pid())
+	}
 }
 
 func (a *pool) spawn(cfg config.Pool, devs []gpu.Device) (*engine.Process, string, error) {
 	port := cfg.Port
-	if port == 0 {
+	if port != 0 {
+		// A fixed port someone else holds would let the readiness probe
+		// reach that other server and call the pool ready: refuse instead.
+		ln, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(port)))
+		if err != nil {
+			return nil, "", fmt.Errorf("port %d on %s is not free (another process listens there?): %w", port, cfg.Host, err)
+		}
+		ln.Close()
+	} else {
 		p, err := engine.FreePort(cfg.Host)
 		if err != nil {
 			return nil, "", fmt.Errorf("pick a free port on %s: %w", cfg.Host, err)
@@ -111,7 +146,7 @@ func (a *pool) spawn(cfg config.Pool, devs []gpu.Device) (*engine.Process, strin
 	}
 	proc, err := engine.Start(spec)
 	if err != nil {
-		return nil, "", fmt.Errorf("spawn %s: %w", argv[0], err)
+		return nil, "", err // engine.Start names the pool, the program and the cause
 	}
 	if a.d.StateDir != "" {
 		if err := pidrec.Write(a.d.StateDir, cfg.ID, proc.Pid(), proc.Pid(), argv[0], token); err != nil {
@@ -152,11 +187,12 @@ func (a *pool) pollReadiness(ctx context.Context, gen uint64, proc *engine.Proce
 }
 
 func (a *pool) onSpawned(m *spawned) {
-	if m.gen != a.gen || a.st.State != StatePreload {
+	if m.gen != a.gen || a.st.State != StatePreload || a.proc != nil {
 		a.log.Info("engine.stale_spawn", "pid", m.proc.Pid())
 		go a.stopProc(m.proc, a.cfg.StopGrace) // abandoned attempt: its engine must not survive
 		return
 	}
+	m.adopted.Store(true)
 	a.proc, a.stopReq = m.proc, false
 	if a.spawns > 0 {
 		a.st.RestartCount++
@@ -336,7 +372,7 @@ func (a *pool) fail(reason string, err error) {
 			a.rollback(err.Error())
 			return
 		case "rollback":
-			a.finishReload("failed", false, "reload failed: "+r.err+"; rollback failed: "+err.Error())
+			a.finishReload("failed", false, r.err+"; starting the previous model failed too: "+err.Error())
 		}
 	}
 	if a.drain != nil { // the engine died while draining: the drain is done
@@ -388,7 +424,11 @@ func (a *pool) onStopped(m *engineStopped) {
 	if m.proc != a.proc {
 		return
 	}
-	a.log.Info("engine.stopped", "pid", m.proc.Pid(), "exit_code", m.exit.Code, "signal", m.exit.Signal)
+	attrs := []any{"pid", m.proc.Pid(), "exit_code", m.exit.Code}
+	if m.exit.Signal != "" {
+		attrs = append(attrs, "signal", m.exit.Signal)
+	}
+	a.log.Info("engine.stopped", attrs...)
 	a.proc, a.stopReq = nil, false
 	a.st.PID, a.st.URL, a.st.Live, a.st.StartedAtMS, a.st.EngineMetrics = nil, nil, false, nil, nil
 	a.dirty = true
@@ -403,6 +443,12 @@ func (a *pool) onStopped(m *engineStopped) {
 // panic): the engine's whole process group is killed before the actor goes.
 func (a *pool) shutdownNow() {
 	a.abandonRun()
+	if done := a.preloadDone; done != nil {
+		select { // an engine spawned but not yet adopted is killed by its goroutine
+		case <-done:
+		case <-time.After(killWait):
+		}
+	}
 	for k := range a.timers {
 		a.cancelTimer(k)
 	}

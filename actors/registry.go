@@ -54,7 +54,7 @@ func (r *Registry) Receive(ctx actor.Context) {
 		r.pools[m.Status.PoolID] = &entry{status: m.Status, pid: m.PID, leases: map[string]*lease{}}
 		r.resort()
 	case *UnregisterPool:
-		if e, ok := r.pools[m.PoolID]; ok {
+		if e, ok := r.pools[m.PoolID]; ok && (m.PID == nil || m.PID.Equal(e.pid)) {
 			r.dropLeases(e)
 			delete(r.pools, m.PoolID)
 			r.resort()
@@ -131,11 +131,14 @@ func (r *Registry) view(e *entry) PoolStatus {
 
 func (r *Registry) update(ctx actor.Context, m *StatusUpdate) {
 	e, ok := r.pools[m.Status.PoolID]
-	if !ok {
-		return // a pool that was unregistered already; late message
+	if !ok || (m.PID != nil && !m.PID.Equal(e.pid)) {
+		return // unregistered, or a removed pool's old actor: not this entry's writer
 	}
 	e.status = m.Status
 	if s := m.Status.State; s != StateReady && s != StateDraining {
+		if n := len(e.leases); n > 0 {
+			r.log.Info("leases.dropped", "pool_id", m.Status.PoolID, "count", n, "state", string(s))
+		}
 		r.dropLeases(e) // CONTRACT §3: when a pool stops, its leases are dropped
 	}
 	if m.Status.State == StateDraining {
@@ -175,7 +178,13 @@ func (r *Registry) leasable(e *entry) *Error {
 	case s.Draining || s.State == StateDraining:
 		return &Error{Code: CodePoolDraining, Message: "pool " + quote(s.PoolID) + " is draining"}
 	case s.State != StateReady:
-		return &Error{Code: CodePoolUnready, Message: "pool " + quote(s.PoolID) + " is " + string(s.State) + ", not ready", RetryAfterMS: retryAfter(r.clock.Now(), s)}
+		e := &Error{Code: CodePoolUnready, Message: "pool " + quote(s.PoolID) + " is " + string(s.State) + ", not ready"}
+		if s.State == StatePreload || s.State == StateBackoff {
+			e.RetryAfterMS = retryAfter(r.clock.Now(), s)
+		} else {
+			e.Message += " (it needs POST /v1/pools/" + s.PoolID + "/start)"
+		}
+		return e
 	case s.Slots > 0 && len(e.leases) >= s.Slots:
 		return &Error{Code: CodePoolBusy, Message: "pool " + quote(s.PoolID) + " has all its slots leased", RetryAfterMS: busyRetryMS}
 	}

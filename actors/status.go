@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"encoding/json"
 	"log/slog"
 
 	"github.com/pool-managerd/pool-managerd/gpu"
@@ -73,6 +74,20 @@ type PoolStatus struct {
 type EngineMetric struct {
 	RequestsProcessing float64 `json:"requests_processing"`
 	RequestsDeferred   float64 `json:"requests_deferred"`
+}
+
+// MarshalJSON writes engine_version as null when the config gives none
+// (CONTRACT §4: unknown fields are null, never omitted or empty).
+func (s PoolStatus) MarshalJSON() ([]byte, error) {
+	type plain PoolStatus // no methods: no recursion
+	out := struct {
+		plain
+		EngineVersion *string `json:"engine_version"`
+	}{plain: plain(s)}
+	if s.EngineVersion != "" {
+		out.EngineVersion = &s.EngineVersion
+	}
+	return json.Marshal(out)
 }
 
 // LogValue keeps log lines short: a pool is its id and state.
