@@ -65,9 +65,12 @@ func TestCleanEnv(t *testing.T) {
 		"PATH=/usr/bin", "NOTIFY_SOCKET=/run/systemd/notify", "WATCHDOG_USEC=30000000",
 		"WATCHDOG_PID=1", "LISTEN_FDS=2", "LISTEN_PID=1", "LISTEN_FDNAMES=api", "JOURNAL_STREAM=8:123",
 		"HOME=/root", "A=1", "A=2", "malformed", "=x", "CUDA_VISIBLE_DEVICES=0",
+		"POOL_MANAGERD_TOKEN=s3cret", "POOL_MANAGERD_ADDR=127.0.0.1:9200",
 	}
 	got := engine.CleanEnv(base, map[string]string{"CUDA_VISIBLE_DEVICES": "GPU-abc", "PORT": "8080"})
-	want := []string{"A=2", "CUDA_VISIBLE_DEVICES=GPU-abc", "HOME=/root", "PATH=/usr/bin", "PORT=8080"}
+	// The API token never reaches an engine; the (harmless) address does.
+	want := []string{"A=2", "CUDA_VISIBLE_DEVICES=GPU-abc", "HOME=/root", "PATH=/usr/bin",
+		"POOL_MANAGERD_ADDR=127.0.0.1:9200", "PORT=8080"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("CleanEnv = %q, want %q", got, want)
 	}
@@ -99,8 +102,9 @@ func TestLookupCredential(t *testing.T) {
 	if c, err := engine.LookupCredential(me.Username); c != nil || err != nil {
 		t.Errorf("LookupCredential(current user) = %+v, %v; want nil, nil", c, err)
 	}
-	if _, err := engine.LookupCredential("no-such-user-pool-managerd"); err == nil {
-		t.Error("LookupCredential(unknown user): no error")
+	// The error does not name the user: callers put `user "NAME": ` in front.
+	if _, err := engine.LookupCredential("no-such-user-pool-managerd"); err == nil || err.Error() != "unknown user" {
+		t.Errorf("LookupCredential(unknown user) = %v, want \"unknown user\"", err)
 	}
 	nobody, err := user.Lookup("nobody")
 	if err != nil || nobody.Uid == me.Uid {
@@ -108,8 +112,8 @@ func TestLookupCredential(t *testing.T) {
 	}
 	c, err := engine.LookupCredential("nobody")
 	if os.Geteuid() != 0 {
-		if err == nil {
-			t.Fatal("LookupCredential(nobody) as non-root: no error")
+		if err == nil || strings.Contains(err.Error(), "nobody") {
+			t.Fatalf("LookupCredential(nobody) as non-root = %v, want an error that does not repeat the name", err)
 		}
 		return
 	}

@@ -12,6 +12,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -102,8 +104,10 @@ func (d *Daemon) routes() http.Handler {
 		paths[rt.path] = append(paths[rt.path], rt.method)
 	}
 	// Anything the table does not match: JSON 404, or 405 with Allow when the
-	// path exists under another method.
-	mux.Handle("/", d.wrap(route{path: "unmatched", h: func(w http.ResponseWriter, r *http.Request) (int, error) {
+	// path exists under another method. Like every route but the probes, it
+	// needs the token when one is set, so routes cannot be enumerated
+	// without it.
+	mux.Handle("/", d.wrap(route{path: "unmatched", auth: true, h: func(w http.ResponseWriter, r *http.Request) (int, error) {
 		for p, methods := range paths {
 			probe := r.Clone(r.Context())
 			for _, m := range methods {
@@ -114,9 +118,24 @@ func (d *Daemon) routes() http.Handler {
 				}
 			}
 		}
-		return 0, errf("NOT_FOUND", "no route %s %s", r.Method, r.URL.Path)
+		return 0, notFound(r)
 	}}))
-	return mux
+	// A path that is not clean ("//", ".", "..", a trailing "/") would get
+	// ServeMux's redirect with an HTML body: answer JSON 404 instead.
+	unclean := d.wrap(route{path: "unclean", auth: true, h: func(w http.ResponseWriter, r *http.Request) (int, error) {
+		return 0, notFound(r)
+	}})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; path.Clean(p) != p {
+			unclean.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func notFound(r *http.Request) *apiError {
+	return errf("NOT_FOUND", "no route %s %s", r.Method, r.URL.Path)
 }
 
 // statusWriter records the status code for logs and metrics.
@@ -201,12 +220,15 @@ func (d *Daemon) wrap(rt route) http.Handler {
 	})
 }
 
+// authorized checks "Authorization: Bearer <token>". The scheme name is
+// case-insensitive (RFC 7235 §2.1), so "bearer x" works too.
 func (d *Daemon) authorized(r *http.Request) bool {
 	if d.opts.Token == "" {
 		return true
 	}
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(d.opts.Token)) == 1
+	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	got = strings.TrimLeft(got, " ")
+	return ok && strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare([]byte(got), []byte(d.opts.Token)) == 1
 }
 
 func newID() string {
@@ -237,9 +259,11 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_, _ = w.Write(buf.Bytes())
 }
 
-// decode reads a strict JSON body into v: unknown fields, wrong types,
-// trailing data and oversize bodies are errors. An empty body is allowed
-// (every field is optional or checked by the caller).
+// decode reads a strict JSON body into v (a pointer to a struct): the body
+// must be one JSON object; unknown fields, wrong types, trailing data and
+// oversize bodies are errors. An empty body is allowed (every field is
+// optional or checked by the caller). Messages name JSON fields and JSON
+// types, never Go types.
 func decode(r *http.Request, v any) error {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
@@ -249,15 +273,30 @@ func decode(r *http.Request, v any) error {
 		}
 		return errf("INVALID_PARAMS", "read body: %v", err)
 	}
-	if len(bytes.TrimSpace(body)) == 0 {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
 		return nil
+	}
+	if body[0] != '{' {
+		// A JSON value that is not an object ([], 5, "x", null), or no JSON
+		// at all: the first token tells them apart.
+		if _, err := json.NewDecoder(bytes.NewReader(body)).Token(); err == nil {
+			return errf("INVALID_PARAMS", "request body must be a JSON object")
+		}
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return errf("INVALID_PARAMS", "field %q must be %s, not %s", te.Field, te.Type, te.Value)
+			return errf("INVALID_PARAMS", "field %q must be %s, not %s", te.Field, describeField(v, te), describeJSON(te.Value))
+		}
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return errf("INVALID_PARAMS", "invalid JSON body at byte %d: %s", se.Offset, strings.TrimPrefix(se.Error(), "json: "))
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return errf("INVALID_PARAMS", "invalid JSON body: it ends too early")
 		}
 		return errf("INVALID_PARAMS", "invalid JSON body: %v", strings.TrimPrefix(err.Error(), "json: "))
 	}
@@ -265,6 +304,89 @@ func decode(r *http.Request, v any) error {
 		return errf("INVALID_PARAMS", "invalid JSON body: trailing data after the object")
 	}
 	return nil
+}
+
+// describeField says, in JSON words, what the field of a type error must
+// be: the type of the struct field it names when there is one (so an array
+// element of the wrong type still reads "a list of strings"), else the Go
+// type the decoder wanted.
+func describeField(v any, te *json.UnmarshalTypeError) string {
+	t := reflect.TypeOf(v)
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t != nil && t.Kind() == reflect.Struct && te.Field != "" {
+		name, _, _ := strings.Cut(te.Field, ".")
+		for i := range t.NumField() {
+			f := t.Field(i)
+			tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if tag == name || tag == "" && strings.EqualFold(f.Name, name) {
+				return describeType(f.Type)
+			}
+		}
+	}
+	return describeType(te.Type)
+}
+
+// describeType names a Go type by the JSON value it decodes from.
+func describeType(t reflect.Type) string {
+	if t == nil {
+		return "a JSON value"
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.String:
+		return "a string"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		if e := describeType(t.Elem()); e != "a JSON value" {
+			return "a list of " + plural(e)
+		}
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	}
+	return "a JSON value"
+}
+
+// plural turns "a string" into "strings", "an integer" into "integers".
+func plural(s string) string {
+	s = strings.TrimPrefix(strings.TrimPrefix(s, "an "), "a ")
+	if strings.HasPrefix(s, "list of ") {
+		return "lists of " + strings.TrimPrefix(s, "list of ")
+	}
+	return s + "s"
+}
+
+// describeJSON names the JSON value of a type error ("string", "number 1.5",
+// "array", …) as a phrase.
+func describeJSON(v string) string {
+	switch v {
+	case "string":
+		return "a string"
+	case "number":
+		return "a number"
+	case "bool":
+		return "a boolean"
+	case "array":
+		return "a list"
+	case "object":
+		return "an object"
+	case "null":
+		return "null"
+	}
+	if n, ok := strings.CutPrefix(v, "number "); ok {
+		return n
+	}
+	return v
 }
 
 // maxMS bounds deadline_ms and ttl_ms: a year is beyond any drain or lease,

@@ -197,6 +197,9 @@ func TestAPIReload(t *testing.T) {
 	if body["rolled_back"] != true {
 		t.Fatalf("RELOAD_FAILED without rolled_back: %v", body["_raw"])
 	}
+	if msg, _ := body["message"].(string); !strings.HasPrefix(msg, "reload rolled back: ") || strings.Count(msg, "reload ") != 1 {
+		t.Fatalf("RELOAD_FAILED message %q, want one \"reload rolled back: <why>\"", msg)
+	}
 	_, st := td.call("GET", "/v1/pools/a", nil)
 	if st["state"] != "ready" || st["engine_version"] != "v2" || !strings.Contains(st["last_error"].(string), "exist.gguf") {
 		t.Fatalf("after rollback: %v", st["_raw"])

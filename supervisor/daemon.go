@@ -67,6 +67,18 @@ type Daemon struct {
 	stopWD       context.CancelFunc
 	shutdownOnce sync.Once
 	probe        *http.Client
+	// quit is closed when the shutdown begins: event streams end, and
+	// requests that would start engines or hand out work are refused.
+	quit chan struct{}
+	// stopped is closed once the shutdown has stopped every pool, just
+	// before the actor system goes: background loops end.
+	stopped chan struct{}
+
+	// hurryMu guards hurried and stopping. stopping is the pool actors as
+	// the shutdown found them, set once by the goroutine that owns pools.
+	hurryMu  sync.Mutex
+	hurried  bool
+	stopping []*actor.PID
 }
 
 // New builds a daemon; nothing runs until Start.
@@ -80,11 +92,11 @@ func New(o Options) (*Daemon, error) {
 	if o.Notifier == nil {
 		o.Notifier = sdnotify.New(o.Logger)
 	}
-	if err := checkUsers(o.Config.Pools); err != nil {
+	if err := CheckUsers(o.Config.Pools); err != nil {
 		return nil, err
 	}
 	d := &Daemon{opts: o, cfg: o.Config, log: o.Logger, pools: map[string]*actor.PID{}, notify: o.Notifier,
-		probe: engine.NewProbeClient()}
+		probe: engine.NewProbeClient(), quit: make(chan struct{}), stopped: make(chan struct{})}
 	d.metrics = NewMetrics(d.snapshot)
 	d.guard = o.Guard
 	if d.guard == nil {
@@ -94,21 +106,25 @@ func New(o Options) (*Daemon, error) {
 	return d, nil
 }
 
-// checkUsers refuses pools whose `user:` the daemon cannot apply (unknown
+// CheckUsers refuses pools whose `user:` the daemon cannot apply (unknown
 // user, or the daemon is not root): better a clear start-up error than an
-// engine that silently runs as the wrong user.
-func checkUsers(pools []config.Pool) error {
+// engine that silently runs as the wrong user. Each problem is one line,
+// `pool ID: user "NAME": why`. New, SIGHUP and -check-config all use it.
+func CheckUsers(pools []config.Pool) error {
 	var errs []error
 	for _, p := range pools {
 		if p.User == "" {
 			continue
 		}
-		if _, err := engine.LookupCredential(p.User); err != nil {
+		if _, err := engine.LookupCredential(p.User); err != nil { // its error does not repeat the name
 			errs = append(errs, fmt.Errorf("pool %s: user %q: %w", p.ID, p.User, err))
 		}
 	}
 	return errors.Join(errs...)
 }
+
+// checkUsers is CheckUsers (the name Reconfigure uses).
+func checkUsers(pools []config.Pool) error { return CheckUsers(pools) }
 
 // Handler is the HTTP API (for tests and for Start).
 func (d *Daemon) Handler() http.Handler { return d.routes() }
@@ -218,12 +234,11 @@ func (d *Daemon) ping(ctx context.Context) error {
 	if d.sys == nil {
 		return errors.New("not started")
 	}
-	dl, ok := ctx.Deadline()
-	to := askTimeout
-	if ok {
-		to = time.Until(dl)
+	to, err := futureTimeout(ctx, 0)
+	if err != nil {
+		return err
 	}
-	_, err := d.sys.Root.RequestFuture(d.reg, &actors.Ping{}, to).Result()
+	_, err = d.sys.Root.RequestFuture(d.reg, &actors.Ping{}, to).Result()
 	return err
 }
 
@@ -236,11 +251,32 @@ func (d *Daemon) snapshot(ctx context.Context) ([]actors.PoolStatus, error) {
 }
 
 func (d *Daemon) ask(ctx context.Context, pid *actor.PID, msg any) (any, error) {
-	to := askTimeout
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < to {
-		to = time.Until(dl)
+	to, err := futureTimeout(ctx, askTimeout)
+	if err != nil {
+		return nil, err
 	}
 	return d.sys.Root.RequestFuture(pid, msg, to).Result()
+}
+
+// futureTimeout is the timeout of a request future bounded by ctx: the time
+// left to ctx's deadline, at most limit (0: no limit but the deadline;
+// askTimeout when ctx has none), and at least a millisecond: protoactor
+// starts no timer for a duration ≤ 0, so such a future would never end. A
+// ctx already done is its error.
+func futureTimeout(ctx context.Context, limit time.Duration) (time.Duration, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	to := limit
+	if dl, ok := ctx.Deadline(); ok {
+		if left := time.Until(dl); to == 0 || left < to {
+			to = left
+		}
+	}
+	if to == 0 && limit == 0 {
+		to = askTimeout
+	}
+	return max(to, time.Millisecond), nil
 }
 
 // forwardGPUEvents routes NVML health events to the pools; each pool decides
@@ -278,8 +314,11 @@ func (d *Daemon) refreshDevices() {
 
 // trackStatus keeps systemd's STATUS= line in step with pool states.
 func (d *Daemon) trackStatus() {
-	ch := make(chan actors.Transition, 256)
-	d.sys.Root.Send(d.reg, &actors.Subscribe{Ch: ch})
+	subscribe := func() chan actors.Transition {
+		ch := make(chan actors.Transition, 256)
+		d.sys.Root.Send(d.reg, &actors.Subscribe{Ch: ch})
+		return ch
+	}
 	update := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
 		defer cancel()
@@ -287,10 +326,40 @@ func (d *Daemon) trackStatus() {
 			d.notify.Status(Summary(pools))
 		}
 	}
+	follow(subscribe, update, d.stopped)
+	// The registry stops with the actor system right after stopped is
+	// closed; the last subscription is simply dropped with it.
+}
+
+// follow calls update once, then after every burst of transitions, until
+// stop is closed. The registry closes the channel of a subscriber that falls
+// a full buffer behind: follow then subscribes again and updates, since it
+// missed transitions (without this, systemd's STATUS= would freeze).
+func follow(subscribe func() chan actors.Transition, update func(), stop <-chan struct{}) {
+	ch := subscribe()
 	update()
-	for range ch {
-		for len(ch) > 0 { // coalesce bursts
-			<-ch
+	for {
+		select {
+		case <-stop:
+			return
+		case _, ok := <-ch:
+			if !ok {
+				ch = subscribe()
+				update()
+				continue
+			}
+		}
+	coalesce: // a burst of transitions is one update
+		for {
+			select {
+			case _, ok := <-ch:
+				if !ok {
+					ch = subscribe()
+					break coalesce
+				}
+			default:
+				break coalesce
+			}
 		}
 		update()
 	}
@@ -319,6 +388,7 @@ func Summary(pools []actors.PoolStatus) string {
 func (d *Daemon) Shutdown() { d.shutdownOnce.Do(d.shutdown) }
 
 func (d *Daemon) shutdown() {
+	close(d.quit) // first: event streams end, new work is refused
 	if d.reg == nil {
 		if d.sys != nil {
 			d.sys.Shutdown()
@@ -334,15 +404,28 @@ func (d *Daemon) shutdown() {
 		maxGrace = max(maxGrace, p.StopGrace)
 	}
 	done := d.waitAllStopped(d.cfg.ShutdownDeadline + maxGrace + shutdownSlack)
+	pids := make([]*actor.PID, 0, len(d.pools))
 	for _, pid := range d.pools {
-		d.sys.Root.Send(pid, &actors.Drain{Deadline: d.cfg.ShutdownDeadline, Reason: "shutdown"})
+		pids = append(pids, pid)
 	}
+	d.hurryMu.Lock()
+	d.stopping = pids // from now on Hurry reaches them
+	deadline := d.cfg.ShutdownDeadline
+	if d.hurried { // a second signal came before the shutdown began
+		deadline = 0
+	}
+	for _, pid := range pids {
+		d.sys.Root.Send(pid, &actors.Drain{Deadline: deadline, Reason: "shutdown"})
+	}
+	d.hurryMu.Unlock()
 	if !<-done {
 		d.log.Warn("daemon.shutdown_timeout", "detail", "engines still running after the deadline are killed")
 	}
 	if d.srv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = d.srv.Shutdown(ctx)
+		if err := d.srv.Shutdown(ctx); err != nil {
+			_ = d.srv.Close() // a request that would not end (e.g. reload wait:true): cut it
+		}
 		cancel()
 	}
 	for _, pid := range d.pools {
@@ -351,9 +434,25 @@ func (d *Daemon) shutdown() {
 	if d.stopWD != nil {
 		d.stopWD()
 	}
+	close(d.stopped)
 	d.sys.Shutdown()
 	_ = d.guard.Close()
 	d.log.Info("daemon.stopped")
+}
+
+// Hurry cuts the shutdown's drains short (a second SIGTERM or SIGINT): every
+// pool stops waiting for its leases and stops its engine now. Called before
+// the shutdown has begun, it makes the shutdown drain with deadline 0. Safe
+// to call from any goroutine, any number of times.
+func (d *Daemon) Hurry() {
+	d.hurryMu.Lock()
+	defer d.hurryMu.Unlock()
+	d.hurried = true
+	d.log.Warn("daemon.hurry", "pools", len(d.stopping),
+		"detail", "drains stop waiting for leases; engines are stopped now")
+	for _, pid := range d.stopping {
+		d.sys.Root.Send(pid, &actors.Drain{Deadline: 0, Reason: "shutdown"})
+	}
 }
 
 // waitAllStopped reports true once every pool is stopped (or false at limit).
@@ -363,24 +462,34 @@ func (d *Daemon) waitAllStopped(limit time.Duration) <-chan bool {
 	out := make(chan bool, 1)
 	go func() {
 		defer d.sys.Root.Send(d.reg, &actors.Unsubscribe{Ch: ch})
-		timeout := time.After(limit)
-		tick := time.NewTicker(200 * time.Millisecond) // backstop if the subscription lags
-		defer tick.Stop()
-		for {
-			if d.allStopped() {
-				out <- true
-				return
-			}
-			select {
-			case <-ch:
-			case <-tick.C:
-			case <-timeout:
-				out <- false
-				return
-			}
-		}
+		out <- waitUntil(d.allStopped, ch, 200*time.Millisecond, limit)
 	}()
 	return out
+}
+
+// waitUntil reports true once done holds, checking it at each transition on
+// ch and every tick (a backstop if the subscription lags), or false after
+// limit. A channel the registry closed (the subscriber fell behind) is set to
+// nil, so the loop falls back on the ticker instead of spinning on it.
+func waitUntil(done func() bool, ch <-chan actors.Transition, tick, limit time.Duration) bool {
+	timeout := time.NewTimer(limit)
+	defer timeout.Stop()
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		if done() {
+			return true
+		}
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				ch = nil
+			}
+		case <-t.C:
+		case <-timeout.C:
+			return false
+		}
+	}
 }
 
 func (d *Daemon) allStopped() bool {

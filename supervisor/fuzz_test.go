@@ -124,8 +124,12 @@ func checkAnswer(t *testing.T, rt fuzzRoute, body []byte, code int, ctype string
 	case code >= 500 && errCode != "POOL_UNAVAILABLE":
 		t.Fatalf("%s %q: server error %d %s: %s", where, body, code, errCode, raw)
 	}
-	if _, ok := obj["message"].(string); !ok {
+	msg, ok := obj["message"].(string)
+	if !ok {
 		t.Fatalf("%s %q: error without a message: %s", where, body, raw)
+	}
+	if strings.Contains(msg, "supervisor.") || strings.Contains(msg, "Go struct") {
+		t.Fatalf("%s %q: the message exposes a Go type: %s", where, body, raw)
 	}
 	if _, ok := obj["retriable"].(bool); !ok {
 		t.Fatalf("%s %q: error without retriable: %s", where, body, raw)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -74,8 +75,17 @@ type Health struct {
 	Draining      bool          `json:"draining"`
 	State         actors.State  `json:"state"`
 	LastError     *string       `json:"last_error"`
-	EngineVersion string        `json:"engine_version"`
+	EngineVersion *string       `json:"engine_version"` // null when the pool has none
 	Metrics       HealthMetrics `json:"metrics"`
+}
+
+// nullable is s, or nil (JSON null) when s is empty: CONTRACT §4's
+// unknown values are null.
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 // HealthMetrics are the numbers of a health answer.
@@ -97,7 +107,7 @@ func (d *Daemon) getPoolHealth(w http.ResponseWriter, r *http.Request) (int, err
 	}
 	s := pr.Status
 	h := Health{Live: s.Live, Ready: s.Ready, Draining: s.Draining, State: s.State, LastError: s.LastError,
-		EngineVersion: s.EngineVersion, Metrics: HealthMetrics{ActiveLeases: s.ActiveLeases, Slots: s.Slots,
+		EngineVersion: nullable(s.EngineVersion), Metrics: HealthMetrics{ActiveLeases: s.ActiveLeases, Slots: s.Slots,
 			RestartCount: s.RestartCount, ConsecutiveFailures: s.ConsecutiveFailures, LastHeartbeatMS: s.LastHeartbeatMS}}
 	if s.StartedAtMS != nil {
 		h.Metrics.UptimeMS = time.Now().UnixMilli() - *s.StartedAtMS
@@ -155,6 +165,18 @@ type drainBody struct {
 	DeadlineMS *int64 `json:"deadline_ms"`
 }
 
+// refuseWhileStopping answers the requests that would start engines or hand
+// out work once the shutdown has begun. Releasing a lease and draining stay
+// allowed: they only help the shutdown's drain finish sooner.
+func (d *Daemon) refuseWhileStopping() error {
+	select {
+	case <-d.quit:
+		return errf("POOL_UNAVAILABLE", "daemon is shutting down")
+	default:
+		return nil
+	}
+}
+
 func (d *Daemon) postDrain(w http.ResponseWriter, r *http.Request) (int, error) {
 	var b drainBody
 	if err := decode(r, &b); err != nil {
@@ -184,6 +206,9 @@ type reloadBody struct {
 }
 
 func (d *Daemon) postReload(w http.ResponseWriter, r *http.Request) (int, error) {
+	if err := d.refuseWhileStopping(); err != nil {
+		return 0, err
+	}
 	var b reloadBody
 	if err := decode(r, &b); err != nil {
 		return 0, err
@@ -218,10 +243,10 @@ func (d *Daemon) postReload(w http.ResponseWriter, r *http.Request) (int, error)
 	case res := <-msg.Result:
 		if res.Result == "succeeded" {
 			writeJSON(w, 200, map[string]any{"pool_id": pr.Status.PoolID, "result": res.Result,
-				"engine_version": res.EngineVersion, "duration_ms": res.Duration.Milliseconds()})
+				"engine_version": nullable(res.EngineVersion), "duration_ms": res.Duration.Milliseconds()})
 			return 200, nil
 		}
-		e := errf("RELOAD_FAILED", "reload %s: %s", res.Result, res.Error)
+		e := errf("RELOAD_FAILED", "%s", reloadMessage(res))
 		e.RolledBack = &res.RolledBack
 		return 0, e
 	case <-r.Context().Done():
@@ -229,7 +254,35 @@ func (d *Daemon) postReload(w http.ResponseWriter, r *http.Request) (int, error)
 	}
 }
 
+// reloadMessage is a RELOAD_FAILED message: "reload rolled back: <why>",
+// "reload failed: <why>" or "reload cancelled: <why>", where <why> is the
+// actor's error; an error that already starts with "reload " is used as is.
+func reloadMessage(res actors.ReloadResult) string {
+	why := strings.TrimSpace(res.Error)
+	if strings.HasPrefix(why, "reload ") {
+		return why
+	}
+	what := "reload " + strings.ReplaceAll(res.Result, "_", " ")
+	switch res.Result {
+	case "rolled_back":
+		what = "reload rolled back"
+	case "failed":
+		what = "reload failed"
+	case "cancelled":
+		what = "reload cancelled"
+	case "":
+		what = "reload failed"
+	}
+	if why == "" {
+		return what
+	}
+	return what + ": " + why
+}
+
 func (d *Daemon) postStart(w http.ResponseWriter, r *http.Request) (int, error) {
+	if err := d.refuseWhileStopping(); err != nil {
+		return 0, err
+	}
 	if err := decode(r, &struct{}{}); err != nil {
 		return 0, err
 	}
@@ -254,6 +307,9 @@ type leaseBody struct {
 }
 
 func (d *Daemon) postLease(w http.ResponseWriter, r *http.Request) (int, error) {
+	if err := d.refuseWhileStopping(); err != nil {
+		return 0, err
+	}
 	var b leaseBody
 	if err := decode(r, &b); err != nil {
 		return 0, err
@@ -297,6 +353,9 @@ type placementBody struct {
 }
 
 func (d *Daemon) postPlacement(w http.ResponseWriter, r *http.Request) (int, error) {
+	if err := d.refuseWhileStopping(); err != nil {
+		return 0, err
+	}
 	var b placementBody
 	if err := decode(r, &b); err != nil {
 		return 0, err
@@ -338,6 +397,8 @@ func (d *Daemon) getEvents(w http.ResponseWriter, r *http.Request) (int, error) 
 	for {
 		select {
 		case <-r.Context().Done():
+			return 200, nil
+		case <-d.quit: // shutting down: end the stream, so the server's Shutdown need not wait for the client
 			return 200, nil
 		case <-ka.C:
 			fmt.Fprint(w, ": keep-alive\n\n")

@@ -12,15 +12,18 @@ import (
 
 // Change summarises what a SIGHUP did.
 type Change struct {
-	Added, Removed, Changed, Unchanged []string
+	Added, Removed, Changed, Unchanged, Refused []string
 }
 
 // Reconfigure applies a new, already validated config (SIGHUP): added pools
 // start, removed pools drain and stop, changed pools reload (with rollback),
-// unchanged pools are not touched. Settings that need a restart (listen,
-// log, auth, state_dir, gpu) are reported and kept as they are.
+// unchanged pools are not touched. A changed pool that refuses the change
+// (a reload already running) keeps its running config, and that is what the
+// daemon remembers, so the next SIGHUP sees it as changed again. Settings
+// that need a restart (listen, log, auth, state_dir, gpu) are reported and
+// kept as they are. Called from one goroutine (main's signal loop).
 func (d *Daemon) Reconfigure(next *config.Config) Change {
-	var ch Change
+	ch := Change{Added: []string{}, Removed: []string{}, Changed: []string{}, Unchanged: []string{}, Refused: []string{}}
 	if err := checkUsers(next.Pools); err != nil {
 		d.log.Error("config.reload_failed", "err", err.Error(), "detail", "keeping the running config")
 		return ch
@@ -29,6 +32,7 @@ func (d *Daemon) Reconfigure(next *config.Config) Change {
 	for _, p := range d.cfg.Pools {
 		old[p.ID] = p
 	}
+	applied := make([]config.Pool, 0, len(next.Pools))
 	for _, p := range next.Pools {
 		prev, ok := old[p.ID]
 		delete(old, p.ID)
@@ -38,10 +42,13 @@ func (d *Daemon) Reconfigure(next *config.Config) Change {
 			d.spawnPool(p)
 		case prev.Equal(p):
 			ch.Unchanged = append(ch.Unchanged, p.ID)
-		default:
+		case d.applyChange(d.pools[p.ID], p):
 			ch.Changed = append(ch.Changed, p.ID)
-			go d.applyChange(d.pools[p.ID], p)
+		default:
+			ch.Refused = append(ch.Refused, p.ID)
+			p = prev // still running the old config: remember that
 		}
+		applied = append(applied, p)
 	}
 	for id, p := range old {
 		ch.Removed = append(ch.Removed, id)
@@ -62,44 +69,54 @@ func (d *Daemon) Reconfigure(next *config.Config) Change {
 		}
 	}
 	kept := *next
+	kept.Pools = applied
 	kept.Listen, kept.Log, kept.Auth, kept.StateDir, kept.GPU = d.cfg.Listen, d.cfg.Log, d.cfg.Auth, d.cfg.StateDir, d.cfg.GPU
 	d.cfg = &kept
-	d.log.Info("config.reloaded", "added", ch.Added, "removed", ch.Removed, "changed", ch.Changed, "unchanged", len(ch.Unchanged))
+	d.log.Info("config.reloaded", "added", ch.Added, "removed", ch.Removed, "changed", ch.Changed,
+		"refused", ch.Refused, "unchanged", len(ch.Unchanged))
 	return ch
 }
 
-// retire drains a removed pool, then stops its actor and forgets it.
-func (d *Daemon) retire(id string, pid *actor.PID, limit time.Duration) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		deadline := time.Now().Add(limit)
-		for time.Now().Before(deadline) {
-			ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
-			pr, err := d.pool(ctx, id)
-			cancel()
-			if err != nil || pr.Status.State == actors.StateStopped && pr.Status.PID == nil {
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}()
-	<-done
-	_ = d.sys.Root.StopFuture(pid).Wait()
-	d.sys.Root.Send(d.reg, &actors.UnregisterPool{PoolID: id})
-	d.metrics.Forget(id)
-}
-
-// applyChange reloads one changed pool and logs a refusal (a reload already
-// running): the operator must send SIGHUP again once it has settled.
-func (d *Daemon) applyChange(pid *actor.PID, p config.Pool) {
+// applyChange reloads one changed pool, in order with the rest of the SIGHUP
+// (the actor answers at once: it never blocks). It reports whether the pool
+// took the change; a refusal is logged for the operator.
+func (d *Daemon) applyChange(pid *actor.PID, p config.Pool) bool {
 	res, err := d.sys.Root.RequestFuture(pid, &actors.Reload{Config: &p, Deadline: -1}, askTimeout).Result()
 	if err != nil {
 		d.log.Error("config.change_failed", "pool_id", p.ID, "err", err.Error())
-		return
+		return false
 	}
 	if cr := res.(*actors.CommandReply); cr.Err != nil {
 		d.log.Error("config.change_failed", "pool_id", p.ID, "err", cr.Err.Error(),
 			"detail", "the pool keeps its running config; send SIGHUP again once it has settled")
+		return false
 	}
+	return true
+}
+
+// retire waits for a removed pool's actor to stop its engine, then stops the
+// actor and forgets the pool. It asks the actor itself, not the registry: the
+// same id may already belong to a newly added pool.
+func (d *Daemon) retire(id string, pid *actor.PID, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		res, err := d.sys.Root.RequestFuture(pid, &actors.GetStatus{}, askTimeout).Result()
+		if err != nil {
+			break // the actor is gone already
+		}
+		if st := res.(*actors.PoolReply).Status; st.State == actors.StateStopped && st.PID == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = d.sys.Root.StopFuture(pid).Wait()
+	d.sys.Root.Send(d.reg, &actors.UnregisterPool{PoolID: id, PID: pid})
+	ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
+	defer cancel()
+	_, err := d.pool(ctx, id)
+	readded := err == nil
+	if !readded {
+		d.metrics.Forget(id)
+	}
+	d.log.Info("pool.retired", "pool_id", id, "readded", readded)
 }

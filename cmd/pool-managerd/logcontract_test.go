@@ -160,7 +160,7 @@ func TestLogContract(t *testing.T) {
 		{"engine.ready", []any{"pool_id", "life", "pid", second.pid()}},
 		{"api.request", []any{"method", "POST", "path", "/v1/pools/life/drain", "code", 202}},
 		{"drain.started", []any{"pool_id", "life", "reason", "api"}},
-		{"engine.stopped", []any{"pool_id", "life", "pid", second.pid(), "signal", ""}},
+		{"engine.stopped", []any{"pool_id", "life", "pid", second.pid()}},
 		{"drain.finished", []any{"pool_id", "life", "reason", "api", "forced", false, "final_leases", 0}},
 		{"engine output", []any{"pool_id", "life", "stream", "stdout"}},
 		{"engine output", []any{"pool_id", "noisy", "stream", "stdout"}},
@@ -171,6 +171,13 @@ func TestLogContract(t *testing.T) {
 	} {
 		if len(find(recs, want.msg, want.kv...)) == 0 {
 			t.Errorf("no %q record with %v", want.msg, want.kv)
+		}
+	}
+
+	// An engine that exited by itself within stop_grace: no signal field.
+	for _, r := range find(recs, "engine.stopped", "pool_id", "life", "pid", second.pid()) {
+		if _, ok := r.Fields["signal"]; ok {
+			t.Errorf("engine.stopped after a clean exit has a signal: %s", r.Raw)
 		}
 	}
 

@@ -67,12 +67,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "pool-managerd", supervisor.Version)
 		return exitOK
 	case *check != "":
-		if _, err := config.Load(*check); err != nil {
-			fmt.Fprintln(stderr, err)
-			return exitBadArgs
-		}
-		fmt.Fprintf(stdout, "%s: ok\n", *check)
-		return exitOK
+		return checkConfig(*check, stdout, stderr)
 	case *demo && *cfgPath != "":
 		fmt.Fprintln(stderr, "pool-managerd: -demo and -config are exclusive")
 		return exitBadArgs
@@ -89,26 +84,76 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return serve(load, stdout, stderr)
 }
 
+// checkConfig is -check-config: the file's own problems (each with its
+// line), or else every reason the daemon would refuse to start on it here
+// (listen address, API token, pool users), one per line; exit 0 or 2.
+func checkConfig(file string, stdout, stderr io.Writer) int {
+	cfg, err := config.Load(file)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitBadArgs
+	}
+	if _, probs := startProblems(cfg); len(probs) > 0 {
+		for _, p := range probs {
+			if p.line > 0 {
+				fmt.Fprintf(stderr, "%s:%d: %s\n", file, p.line, p.msg)
+			} else {
+				fmt.Fprintf(stderr, "%s: %s\n", file, p.msg)
+			}
+		}
+		return exitBadArgs
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", file)
+	return exitOK
+}
+
+// problem is one reason the daemon would refuse to start; line is the
+// config line it concerns, 0 when none.
+type problem struct {
+	line int
+	msg  string
+}
+
+// startProblems applies POOL_MANAGERD_ADDR to cfg, reads the API token, and
+// returns every reason the daemon refuses to start on cfg: a bad
+// POOL_MANAGERD_ADDR, an unreadable or empty auth.token_file, a non-loopback
+// listen address without a token, a pool user it cannot apply. serve and
+// -check-config share it, so the check reports what the start would refuse.
+func startProblems(cfg *config.Config) (token string, probs []problem) {
+	badAddr := false
+	if addr := os.Getenv("POOL_MANAGERD_ADDR"); addr != "" {
+		if err := config.CheckListen(addr); err != nil {
+			probs = append(probs, problem{msg: fmt.Sprintf("POOL_MANAGERD_ADDR: %v", err)})
+			badAddr = true
+		} else {
+			cfg.Listen = addr
+		}
+	}
+	token, err := readToken(cfg)
+	if err != nil {
+		probs = append(probs, problem{msg: err.Error()})
+	} else if token == "" && !badAddr && !config.IsLoopback(cfg.Listen) {
+		probs = append(probs, problem{msg: fmt.Sprintf("refusing to listen on non-loopback %s without an API token (set POOL_MANAGERD_TOKEN or auth.token_file)", cfg.Listen)})
+	}
+	for _, p := range cfg.Pools {
+		if err := supervisor.CheckUsers([]config.Pool{p}); err != nil {
+			probs = append(probs, problem{line: p.Line, msg: err.Error()})
+		}
+	}
+	return token, probs
+}
+
 func serve(load func() (*config.Config, error), stdout, stderr io.Writer) int {
 	cfg, err := load()
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitBadArgs
 	}
-	if addr := os.Getenv("POOL_MANAGERD_ADDR"); addr != "" {
-		if err := config.CheckListen(addr); err != nil {
-			fmt.Fprintf(stderr, "pool-managerd: POOL_MANAGERD_ADDR: %v\n", err)
-			return exitBadArgs
+	token, probs := startProblems(cfg)
+	if len(probs) > 0 {
+		for _, p := range probs {
+			fmt.Fprintf(stderr, "pool-managerd: %s\n", p.msg)
 		}
-		cfg.Listen = addr
-	}
-	token, err := readToken(cfg)
-	if err != nil {
-		fmt.Fprintf(stderr, "pool-managerd: %v\n", err)
-		return exitBadArgs
-	}
-	if token == "" && !config.IsLoopback(cfg.Listen) {
-		fmt.Fprintf(stderr, "pool-managerd: refusing to listen on non-loopback %s without an API token (set POOL_MANAGERD_TOKEN or auth.token_file)\n", cfg.Listen)
 		return exitBadArgs
 	}
 	logger := newLogger(cfg.Log, stdout)
@@ -141,9 +186,12 @@ func serve(load func() (*config.Config, error), stdout, stderr io.Writer) int {
 		}
 		d.Reconfigure(next)
 	}
-	go func() { // a second SIGTERM/SIGINT is reported; the shutdown path already bounds itself
+	go func() { // another SIGTERM/SIGINT hurries the shutdown: drains stop waiting for leases
 		for s := range sigs {
 			logger.Warn("daemon.signal_during_shutdown", "signal", engine.SignalName(s.(syscall.Signal)))
+			if s != syscall.SIGHUP { // no config reload while shutting down
+				d.Hurry()
+			}
 		}
 	}()
 	d.Shutdown()

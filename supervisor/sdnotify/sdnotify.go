@@ -27,9 +27,10 @@ type Notifier struct {
 	watchdog  time.Duration // WATCHDOG_USEC; 0: watchdog off
 	newTicker func(time.Duration) (<-chan time.Time, func())
 
-	mu         sync.Mutex // orders datagrams and guards lastStatus
+	mu         sync.Mutex // orders datagrams and guards the fields below
 	lastStatus string
 	sentStatus bool
+	failing    bool // the last send failed: further failures log at DEBUG only
 }
 
 // Option adjusts a Notifier built by New.
@@ -124,6 +125,9 @@ func (n *Notifier) send(state string) {
 
 // sendLocked writes one datagram; a fresh connection per message is what
 // sd_notify(3) does too, and keeps nothing open across systemd restarts.
+// A stale NOTIFY_SOCKET would fail every send: the first failure is a
+// warning, the next ones are DEBUG until a send succeeds again, which is
+// logged once.
 func (n *Notifier) sendLocked(state string) bool {
 	conn, err := net.DialUnix("unixgram", nil, n.addr)
 	if err == nil {
@@ -131,8 +135,17 @@ func (n *Notifier) sendLocked(state string) bool {
 		conn.Close()
 	}
 	if err != nil {
-		n.logger.Warn("sd_notify failed", "state", state, "err", err)
+		if n.failing {
+			n.logger.Debug("sd_notify failed", "state", state, "err", err)
+		} else {
+			n.logger.Warn("sd_notify failed", "state", state, "err", err)
+		}
+		n.failing = true
 		return false
+	}
+	if n.failing {
+		n.failing = false
+		n.logger.Info("sd_notify recovered", "state", state)
 	}
 	return true
 }

@@ -264,3 +264,46 @@ func TestSocketGoneIsLoggedNotFatal(t *testing.T) {
 	}
 	n.Ready()
 }
+
+// A stale NOTIFY_SOCKET fails every send: one warning, then DEBUG only, and
+// one record when sends work again.
+func TestSendFailureLoggedOnceUntilRecovery(t *testing.T) {
+	dir, err := os.MkdirTemp("", "sdn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "notify.sock")
+	t.Setenv("NOTIFY_SOCKET", path)
+	t.Setenv("WATCHDOG_USEC", "")
+	var logs lockedBuffer
+	n := New(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	count := func(level, msg string) int {
+		return strings.Count(logs.String(), "level="+level+" msg="+msg)
+	}
+	for i := range 5 {
+		n.Status("s" + strconv.Itoa(i))
+	}
+	n.Ready()
+	if w, d := count("WARN", `"sd_notify failed"`), count("DEBUG", `"sd_notify failed"`); w != 1 || d != 5 {
+		t.Fatalf("6 failed sends logged %d WARN and %d DEBUG, want 1 and 5:\n%s", w, d, logs.String())
+	}
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	n.Status("back")
+	expect(t, conn, "STATUS=back")
+	n.Ready()
+	expect(t, conn, "READY=1")
+	if c := count("INFO", `"sd_notify recovered"`); c != 1 {
+		t.Fatalf("recovery logged %d times, want 1:\n%s", c, logs.String())
+	}
+	conn.Close()
+	os.Remove(path)
+	n.Status("gone again") // a new outage warns again
+	if w := count("WARN", `"sd_notify failed"`); w != 2 {
+		t.Fatalf("a second outage logged %d WARN in all, want 2:\n%s", w, logs.String())
+	}
+}

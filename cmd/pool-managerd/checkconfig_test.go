@@ -1,0 +1,125 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// -check-config reports what the daemon itself would refuse at start, not
+// only what the config parser finds: a non-loopback listen without a token,
+// an unreadable or empty token file, a pool user it cannot apply.
+func TestCheckConfigReportsStartRefusals(t *testing.T) {
+	t.Setenv("POOL_MANAGERD_TOKEN", "")
+	t.Setenv("POOL_MANAGERD_ADDR", "")
+	dir := t.TempDir()
+	check := func(t *testing.T, file string) (int, string, string) {
+		t.Helper()
+		var out, errb bytes.Buffer
+		code := run([]string{"-check-config", file}, &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	write := func(name, data string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	pool := func(id string, extra ...string) string { return simPool(id, nil, extra...) }
+
+	t.Run("all at once", func(t *testing.T) {
+		f := write("bad.yaml", configYAML("listen: 0.0.0.0:9200\n"+simHead,
+			pool("ok"), pool("ghost", "user: no-such-user-pool-managerd")))
+		code, stdout, stderr := check(t, f)
+		if code != 2 {
+			t.Fatalf("exit %d, want 2\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+		}
+		lines := strings.Split(strings.TrimSpace(stderr), "\n")
+		if len(lines) != 2 {
+			t.Fatalf("want 2 problem lines, got %d:\n%s", len(lines), stderr)
+		}
+		if !strings.HasPrefix(lines[0], f+": ") || !strings.Contains(lines[0], "non-loopback 0.0.0.0:9200") ||
+			!strings.Contains(lines[0], "token") {
+			t.Errorf("listen problem: %q", lines[0])
+		}
+		// One mention of the pool and the user each, with the pool's line.
+		want := `pool ghost: user "no-such-user-pool-managerd": unknown user`
+		if !strings.HasPrefix(lines[1], f+":") || !strings.HasSuffix(lines[1], ": "+want) || strings.Count(lines[1], "no-such-user") != 1 {
+			t.Errorf("user problem: %q, want %q with the file and line in front", lines[1], want)
+		}
+	})
+
+	t.Run("token file", func(t *testing.T) {
+		empty := write("empty-token", "\n")
+		for name, tf := range map[string]string{"missing": filepath.Join(dir, "nope"), "empty": empty} {
+			f := write(name+".yaml", configYAML("auth: {token_file: "+tf+"}\n"+simHead, pool("one")))
+			code, _, stderr := check(t, f)
+			if code != 2 || !strings.Contains(stderr, "auth.token_file") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+				t.Errorf("%s token file: exit %d, stderr %q; want 2 and one auth.token_file line", name, code, stderr)
+			}
+		}
+		// The environment's token wins: the file is never read, nothing to refuse.
+		t.Setenv("POOL_MANAGERD_TOKEN", "t")
+		f := write("env.yaml", configYAML("listen: 0.0.0.0:9200\nauth: {token_file: "+filepath.Join(dir, "nope")+"}\n"+simHead, pool("one")))
+		if code, _, stderr := check(t, f); code != 0 {
+			t.Errorf("with POOL_MANAGERD_TOKEN: exit %d, stderr %q, want 0", code, stderr)
+		}
+		t.Setenv("POOL_MANAGERD_TOKEN", "")
+		good := write("token", "s3cret\n")
+		f = write("file.yaml", configYAML("listen: 0.0.0.0:9200\nauth: {token_file: "+good+"}\n"+simHead, pool("one")))
+		if code, stdout, stderr := check(t, f); code != 0 || !strings.Contains(stdout, ": ok") {
+			t.Errorf("non-loopback with a token file: exit %d, stdout %q, stderr %q, want 0", code, stdout, stderr)
+		}
+	})
+
+	t.Run("POOL_MANAGERD_ADDR", func(t *testing.T) {
+		f := write("loop.yaml", configYAML(simHead, pool("one")))
+		t.Setenv("POOL_MANAGERD_ADDR", "0.0.0.0:9200")
+		if code, _, stderr := check(t, f); code != 2 || !strings.Contains(stderr, "non-loopback 0.0.0.0:9200") {
+			t.Errorf("exit %d, stderr %q; want 2 naming the environment's address", code, stderr)
+		}
+	})
+}
+
+// A second SIGTERM during the shutdown hurries it: the drains stop waiting
+// for leases.
+func TestSecondSignalHurriesShutdown(t *testing.T) {
+	t.Parallel()
+	cfg := tempConfig(t, configYAML("shutdown_deadline: 60s\ngpu: {require_nvidia: false}\n", simPool("held", nil)))
+	d := startDaemon(t, "-config", cfg)
+	pid := d.waitPools("held ready", allReady("held"))[0].pid()
+	if code, err := d.do("POST", "/v1/pools/held/leases", "{}", nil); err != nil || code != 201 {
+		t.Fatalf("POST leases = HTTP %d (%v), want 201", code, err)
+	}
+	d.signal(syscall.SIGTERM)
+	d.waitLog("drain.started", "pool_id", "held", "reason", "shutdown")
+	d.signal(syscall.SIGTERM)
+	code, took := d.waitExit(exitLimit) // 60 s without the hurry
+	if code != 0 {
+		t.Fatalf("exit code = %d, want 0", code)
+	}
+	if took > 10*time.Second {
+		t.Errorf("hurried shutdown took %s", took)
+	}
+	if !gone(pid) {
+		t.Errorf("engine %d outlived the daemon", pid)
+	}
+	recs := d.records()
+	doc := parseLogDoc(t)
+	for _, msg := range []string{"daemon.signal_during_shutdown", "daemon.hurry"} {
+		m := find(recs, msg)
+		if len(m) != 1 {
+			t.Errorf("%d %q records, want 1", len(m), msg)
+			continue
+		}
+		checkRecord(t, doc, m[0])
+	}
+	if len(find(recs, "drain.finished", "pool_id", "held", "forced", true, "final_leases", 1)) != 1 {
+		t.Error("no forced drain.finished with final_leases 1")
+	}
+}

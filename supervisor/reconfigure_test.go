@@ -1,0 +1,107 @@
+package supervisor
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pool-managerd/pool-managerd/actors"
+	"github.com/pool-managerd/pool-managerd/config"
+)
+
+// A pool removed by SIGHUP and added back while its old actor still drains
+// is a new pool: the old actor can neither overwrite nor unregister it.
+func TestReconfigureReAddDuringDrain(t *testing.T) {
+	b := simPool("b")
+	b.DrainDeadline = 300 * time.Millisecond
+	td := startDaemon(t, "", simPool("a"), b)
+	td.waitState("b", actors.StateReady)
+	if code, _ := td.call("POST", "/v1/pools/b/leases", nil); code != 201 { // keeps the old b draining
+		t.Fatalf("lease: %d", code)
+	}
+	_, old := td.call("GET", "/v1/pools/b", nil)
+	oldPID := int(old["pid"].(float64))
+
+	without := *td.cfg
+	without.Pools = []config.Pool{td.cfg.Pools[0]}
+	if ch := td.Reconfigure(&without); len(ch.Removed) != 1 {
+		t.Fatalf("remove: %+v", ch)
+	}
+	with := without
+	with.Pools = []config.Pool{td.cfg.Pools[0], b}
+	if ch := td.Reconfigure(&with); len(ch.Added) != 1 {
+		t.Fatalf("re-add: %+v", ch)
+	}
+	st := td.waitState("b", actors.StateReady)
+	newPID := int(st["pid"].(float64))
+	if newPID == oldPID {
+		t.Fatal("the re-added pool reuses the removed pool's engine")
+	}
+	// The old engine goes away once its drain times out ...
+	deadline := time.Now().Add(waitLimit)
+	for syscall.Kill(oldPID, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("old engine %d never stopped", oldPID)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for !strings.Contains(td.logs.String(), `"msg":"pool.retired","pool_id":"b"`) { // the old actor is gone
+		if time.Now().After(deadline) {
+			t.Fatal("the removed pool was never retired")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// ... and the new pool is still listed, ready, with its own engine.
+	code, st := td.call("GET", "/v1/pools/b", nil)
+	if code != 200 || st["state"] != "ready" || int(st["pid"].(float64)) != newPID {
+		t.Fatalf("re-added pool after the old one retired: %d %v", code, st["_raw"])
+	}
+}
+
+// A change refused because a reload is running is not forgotten: the next
+// SIGHUP with the same file applies it.
+func TestReconfigureRefusedChangeIsRetried(t *testing.T) {
+	a := simPool("a")
+	td := startDaemon(t, "", a)
+	td.waitState("a", actors.StateReady)
+	slow := a
+	slow.EngineVersion = "v2"
+	slow.Command = append(append([]string{}, a.Command...), "--load-time", "500ms")
+	cfg2 := *td.cfg
+	cfg2.Pools = []config.Pool{slow}
+	if ch := td.Reconfigure(&cfg2); len(ch.Changed) != 1 {
+		t.Fatalf("first change: %+v", ch)
+	}
+	final := slow
+	final.EngineVersion = "v3"
+	cfg3 := *td.cfg
+	cfg3.Pools = []config.Pool{final}
+	if ch := td.Reconfigure(&cfg3); len(ch.Refused) != 1 || len(ch.Changed) != 0 {
+		t.Fatalf("change during a reload: %+v", ch)
+	}
+	deadline := time.Now().Add(waitLimit)
+	for {
+		_, st := td.call("GET", "/v1/pools/a", nil)
+		if st["reloading"] == false && st["state"] == "ready" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reload never settled: %v", st["_raw"])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if ch := td.Reconfigure(&cfg3); len(ch.Changed) != 1 {
+		t.Fatalf("the refused change was forgotten: %+v", ch)
+	}
+	for {
+		_, st := td.call("GET", "/v1/pools/a", nil)
+		if st["engine_version"] == "v3" && st["state"] == "ready" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("v3 never applied: %v", st["_raw"])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
