@@ -150,8 +150,9 @@ type poolMsg interface{ poolMsg() }
 // Drain asks the pool to stop taking leases and stop its engine once leases
 // reach 0 or at the deadline. Reply: CommandReply.
 type Drain struct {
-	Deadline time.Duration
-	Reason   string // "api", "shutdown", "config_removed"
+	Deadline      time.Duration
+	Reason        string // "api", "shutdown", "config_removed"
+	CorrelationID string // the API request's X-Correlation-Id, logged with what it causes
 }
 
 // Reload replaces the pool's model/version (or its whole config when Config is
@@ -163,6 +164,7 @@ type Reload struct {
 	Config        *config.Pool // SIGHUP: the pool's whole new config
 	Deadline      time.Duration
 	Result        chan ReloadResult
+	CorrelationID string
 }
 
 // ReloadResult is the outcome of one reload.
@@ -176,7 +178,7 @@ type ReloadResult struct {
 
 // Start moves a stopped, failed or backing-off pool straight to preload and
 // closes its breaker. Reply: CommandReply.
-type Start struct{}
+type Start struct{ CorrelationID string }
 
 // CommandReply answers Drain, Reload and Start.
 type CommandReply struct {

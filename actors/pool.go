@@ -102,6 +102,7 @@ type pool struct {
 	timers map[string]timerRef
 	token  uint64
 
+	cid             string // correlation id of the command being handled; "" otherwise
 	drain           *drainOp
 	drainDeadlineAt time.Time
 	reload          *reloadOp
@@ -241,12 +242,15 @@ func (a *pool) Receive(ctx actor.Context) {
 	case *engineMetrics:
 		a.onEngineMetrics(m)
 	case *Drain:
+		a.cid = m.CorrelationID
 		a.respond(ctx, a.handleDrain(m))
 	case *LeasesChanged:
 		a.onLeases(m.Active)
 	case *Reload:
+		a.cid = m.CorrelationID
 		a.respond(ctx, a.handleReload(m))
 	case *Start:
+		a.cid = m.CorrelationID
 		a.respond(ctx, a.handleStart())
 	case *GPUEvent:
 		a.onGPUEvent(m.Event)
@@ -260,6 +264,15 @@ func (a *pool) Receive(ctx actor.Context) {
 		a.log.Warn("pool: unknown message", "type", fmt.Sprintf("%T", m))
 	}
 	a.publish()
+	a.cid = ""
+}
+
+// withCID adds the correlation id of the command being handled, if any.
+func (a *pool) withCID(attrs []any) []any {
+	if a.cid != "" {
+		attrs = append(attrs, "correlation_id", a.cid)
+	}
+	return attrs
 }
 
 // respond answers a command after publishing its effect, so a caller that
@@ -306,6 +319,7 @@ func (a *pool) transition(to State, reason string) {
 		attrs = append(attrs, "next_restart_at", time.UnixMilli(*a.st.NextRestartAtMS).UTC().Format(time.RFC3339Nano),
 			"backoff_ms", *a.st.NextRestartAtMS-now.UnixMilli())
 	}
+	attrs = a.withCID(attrs)
 	if to == StateBackoff || to == StateFailed {
 		if a.st.LastError != nil {
 			attrs = append(attrs, "last_error", *a.st.LastError)

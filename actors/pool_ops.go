@@ -57,7 +57,7 @@ func (a *pool) beginDrain(deadline time.Duration, reason string, then func()) {
 	a.drain = &drainOp{start: a.now(), reason: reason, leases: -1, then: then}
 	a.drainDeadlineAt = a.now().Add(deadline)
 	a.transition(StateDraining, reason)
-	a.log.Info("drain.started", "reason", reason, "deadline_ms", deadline.Milliseconds())
+	a.log.Info("drain.started", a.withCID([]any{"reason", reason, "deadline_ms", deadline.Milliseconds()})...)
 	if !wasReady {
 		a.abandonRun() // a preload in flight is abandoned, not awaited
 		a.drain.leases = 0
@@ -160,8 +160,8 @@ func (a *pool) handleReload(m *Reload) *CommandReply {
 	a.reload = &reloadOp{old: a.cfg, new: next, start: a.now(), phase: "drain", result: m.Result}
 	a.st.Reloading = true
 	a.dirty = true
-	a.log.Info("reload.started", "model_ref", next.ModelRef, "engine_version", next.EngineVersion,
-		"from_model_ref", a.cfg.ModelRef, "from_engine_version", a.cfg.EngineVersion)
+	a.log.Info("reload.started", a.withCID([]any{"model_ref", next.ModelRef, "engine_version", next.EngineVersion,
+		"from_model_ref", a.cfg.ModelRef, "from_engine_version", a.cfg.EngineVersion})...)
 	switch a.st.State {
 	case StateReady:
 		a.beginDrain(deadline, "reload", a.reloadStartNew)

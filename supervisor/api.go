@@ -402,3 +402,9 @@ func msDuration(field string, v *int64) (time.Duration, error) {
 	}
 	return time.Duration(*v) * time.Millisecond, nil
 }
+
+// correlationID is the request's X-Correlation-Id (echoed or generated).
+func correlationID(r *http.Request) string {
+	cid, _ := r.Context().Value(ctxKey{}).(string)
+	return cid
+}

@@ -311,3 +311,24 @@ func TestReconfigureKeepsUnchangedPools(t *testing.T) {
 		t.Fatalf("unchanged pool was touched: pid %v -> %v", k["pid"], k2["pid"])
 	}
 }
+
+// A state change caused by an API request carries its correlation id in the logs.
+func TestCorrelationIDReachesLifecycleLogs(t *testing.T) {
+	td := startDaemon(t, "", simPool("a"))
+	td.waitState("a", actors.StateReady)
+	if code, _ := td.call("POST", "/v1/pools/a/drain", map[string]any{"deadline_ms": 0}, "X-Correlation-Id", "cid-drain-7"); code != 202 {
+		t.Fatalf("drain: %d", code)
+	}
+	td.waitState("a", actors.StateStopped)
+	var drain, state bool
+	for _, line := range strings.Split(td.logs.String(), "\n") {
+		if !strings.Contains(line, `"correlation_id":"cid-drain-7"`) {
+			continue
+		}
+		drain = drain || strings.Contains(line, `"msg":"drain.started"`)
+		state = state || strings.Contains(line, `"msg":"pool.state"`) && strings.Contains(line, `"to":"draining"`)
+	}
+	if !drain || !state {
+		t.Fatalf("correlation id missing from drain.started (%v) or pool.state (%v):\n%s", drain, state, td.logs.String())
+	}
+}

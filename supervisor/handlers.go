@@ -190,7 +190,7 @@ func (d *Daemon) postDrain(w http.ResponseWriter, r *http.Request) (int, error) 
 	if err != nil {
 		return 0, err
 	}
-	cr, err := d.command(r.Context(), pr.PID, &actors.Drain{Deadline: dl, Reason: "api"})
+	cr, err := d.command(r.Context(), pr.PID, &actors.Drain{Deadline: dl, Reason: "api", CorrelationID: correlationID(r)})
 	if err != nil {
 		return 0, err
 	}
@@ -224,7 +224,7 @@ func (d *Daemon) postReload(w http.ResponseWriter, r *http.Request) (int, error)
 	if err != nil {
 		return 0, err
 	}
-	msg := &actors.Reload{ModelRef: *b.NewModelRef, Deadline: dl}
+	msg := &actors.Reload{ModelRef: *b.NewModelRef, Deadline: dl, CorrelationID: correlationID(r)}
 	if b.EngineVersion != nil {
 		msg.EngineVersion = *b.EngineVersion
 	}
@@ -290,7 +290,7 @@ func (d *Daemon) postStart(w http.ResponseWriter, r *http.Request) (int, error) 
 	if err != nil {
 		return 0, err
 	}
-	cr, err := d.command(r.Context(), pr.PID, &actors.Start{})
+	cr, err := d.command(r.Context(), pr.PID, &actors.Start{CorrelationID: correlationID(r)})
 	if err != nil {
 		return 0, err
 	}
