@@ -1,27 +1,23 @@
 package actors
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/pool-managerd/pool-managerd/config"
-	"github.com/pool-managerd/pool-managerd/engine/sim"
+	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
 
 // The test binary doubles as the engine simulator (os/exec's helper-process
 // trick): a child started with POOL_MANAGERD_SIM=1 runs sim.Main instead of
 // the tests, so every test engine is a real process.
 func TestMain(m *testing.M) {
-	if os.Getenv("POOL_MANAGERD_SIM") == "1" {
-		os.Exit(sim.Main(os.Args[1:]))
-	}
+	testutil.RunSimIfChild()
 	os.Exit(m.Run())
 }
 
@@ -34,26 +30,9 @@ type harness struct {
 	reg    *actor.PID
 	clock  Clock
 	events chan Transition
-	logs   *syncBuffer
+	logs   *testutil.SyncBuffer
 	pools  map[string]*actor.PID
 	queued map[string][]Transition // transitions read for other pools, not yet waited for
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newHarness(t *testing.T, clock Clock) *harness {
@@ -61,7 +40,7 @@ func newHarness(t *testing.T, clock Clock) *harness {
 	if clock == nil {
 		clock = RealClock{}
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	var w io.Writer = logs
 	if testing.Verbose() {
 		w = io.MultiWriter(logs, os.Stderr)
@@ -98,7 +77,7 @@ func simPool(id string, flags ...string) config.Pool {
 	cmd := append([]string{os.Args[0], "--host", "${HOST}", "--port", "${PORT}", "--model", "${MODEL_REF}"}, flags...)
 	return config.Pool{
 		ID: id, Engine: "llamacpp", EngineVersion: "v1", ModelRef: "test/model-a",
-		Command: cmd, Env: map[string]string{"POOL_MANAGERD_SIM": "1", "GORACE": "atexit_sleep_ms=0"}, Host: "127.0.0.1",
+		Command: cmd, Env: testutil.SimEnv(), Host: "127.0.0.1",
 		StartupTimeout: 20 * time.Second, StallTimeout: 0, StopGrace: 2 * time.Second, DrainDeadline: 10 * time.Second,
 		Readiness: config.Probe{Path: "/health", Timeout: time.Second},
 		Liveness:  config.Probe{Path: "/health", Interval: time.Hour, Timeout: time.Second, FailureThreshold: 3},

@@ -9,48 +9,28 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/pool-managerd/pool-managerd/actors"
 	"github.com/pool-managerd/pool-managerd/config"
-	"github.com/pool-managerd/pool-managerd/engine/sim"
 	"github.com/pool-managerd/pool-managerd/gpu"
+	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
 
 // The test binary doubles as the engine simulator (see actors' TestMain).
 func TestMain(m *testing.M) {
-	if os.Getenv("POOL_MANAGERD_SIM") == "1" {
-		os.Exit(sim.Main(os.Args[1:]))
-	}
+	testutil.RunSimIfChild()
 	os.Exit(m.Run())
 }
 
 const waitLimit = 30 * time.Second
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func simPool(id string, flags ...string) config.Pool {
 	cmd := append([]string{os.Args[0], "--host", "${HOST}", "--port", "${PORT}", "--model", "${MODEL_REF}"}, flags...)
 	return config.Pool{
 		ID: id, Engine: "llamacpp", EngineVersion: "v1", ModelRef: "test/" + id,
-		Command: cmd, Env: map[string]string{"POOL_MANAGERD_SIM": "1", "GORACE": "atexit_sleep_ms=0"}, Host: "127.0.0.1",
+		Command: cmd, Env: testutil.SimEnv(), Host: "127.0.0.1",
 		StartupTimeout: 20 * time.Second, StopGrace: 2 * time.Second, DrainDeadline: 10 * time.Second,
 		Readiness: config.Probe{Path: "/health", Timeout: time.Second},
 		Liveness:  config.Probe{Path: "/health", Interval: time.Hour, Timeout: time.Second, FailureThreshold: 3},
@@ -63,14 +43,14 @@ type testDaemon struct {
 	*Daemon
 	t    *testing.T
 	base string
-	logs *syncBuffer
+	logs *testutil.SyncBuffer
 }
 
 func startDaemon(t *testing.T, token string, pools ...config.Pool) *testDaemon {
 	t.Helper()
 	cfg := &config.Config{Listen: "127.0.0.1:0", ShutdownDeadline: 5 * time.Second, Pools: pools,
 		Log: config.Log{Format: "json", Level: "debug"}}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	var w io.Writer = logs
 	if testing.Verbose() {
 		w = io.MultiWriter(logs, os.Stderr)

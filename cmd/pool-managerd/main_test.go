@@ -19,10 +19,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
 
 // asMainEnv makes a re-executed test binary run the daemon's main.
@@ -55,23 +56,6 @@ const (
 )
 
 // ---- buffers and environment ----
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // daemonEnv is the environment of a daemon child: ours without any
 // POOL_MANAGERD_* setting, plus extra ("KEY=value").
@@ -182,8 +166,8 @@ type daemon struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	base   string // http://127.0.0.1:PORT
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *testutil.SyncBuffer
+	stderr *testutil.SyncBuffer
 	done   chan struct{} // closed once the process is reaped
 	client *http.Client
 }
@@ -208,7 +192,7 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 func spawnDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	d := &daemon{t: t, base: "http://" + addr, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{}),
+	d := &daemon{t: t, base: "http://" + addr, stdout: &testutil.SyncBuffer{}, stderr: &testutil.SyncBuffer{}, done: make(chan struct{}),
 		client: &http.Client{Timeout: 10 * time.Second}}
 	d.cmd = exec.Command(os.Args[0], args...)
 	d.cmd.Env = daemonEnv("POOL_MANAGERD_ADDR=" + addr)

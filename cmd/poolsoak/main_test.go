@@ -1,11 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
 
 // The test binary plays the soak's helper roles (daemon, sim-engine, sleep)
@@ -17,29 +17,12 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // runSoak runs the soak in-process; its run directory, kept when a run
 // fails, lands in the test's temporary directory.
 func runSoak(t *testing.T, args ...string) (string, int) {
 	t.Helper()
 	t.Setenv("TMPDIR", t.TempDir())
-	var out lockedBuffer
+	var out testutil.SyncBuffer
 	code := soakMain(args, &out, &out)
 	return out.String(), code
 }

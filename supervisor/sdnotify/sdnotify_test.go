@@ -1,7 +1,6 @@
 package sdnotify
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -10,10 +9,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
 
 // listen opens a real unixgram socket standing in for systemd and points
@@ -61,23 +61,6 @@ func expect(t *testing.T, conn *net.UnixConn, want string) {
 	}
 }
 
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // manualTicker lets the test decide when the watchdog loop wakes up.
 func manualTicker() (chan time.Time, Option) {
 	ch := make(chan time.Time)
@@ -87,7 +70,7 @@ func manualTicker() (chan time.Time, Option) {
 func TestLifecycleAndWedgedWatchdog(t *testing.T) {
 	conn := listen(t, "100000") // 100 ms: pings every 50 ms, 50 ms ping timeout
 	tick, opt := manualTicker()
-	var logs lockedBuffer
+	var logs testutil.SyncBuffer
 	n := New(slog.New(slog.NewTextHandler(&logs, nil)), opt)
 	if !n.Enabled() || n.WatchdogInterval() != 100*time.Millisecond {
 		t.Fatalf("Enabled=%v WatchdogInterval=%v", n.Enabled(), n.WatchdogInterval())
@@ -276,7 +259,7 @@ func TestSendFailureLoggedOnceUntilRecovery(t *testing.T) {
 	path := filepath.Join(dir, "notify.sock")
 	t.Setenv("NOTIFY_SOCKET", path)
 	t.Setenv("WATCHDOG_USEC", "")
-	var logs lockedBuffer
+	var logs testutil.SyncBuffer
 	n := New(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	count := func(level, msg string) int {
 		return strings.Count(logs.String(), "level="+level+" msg="+msg)
