@@ -27,9 +27,18 @@ const maxBody = 64 << 10
 // route is one API endpoint.
 type route struct {
 	method, path string
-	auth         bool
+	access       access
 	h            func(w http.ResponseWriter, r *http.Request) (int, error)
 }
+
+// access says who may call a route, and when.
+type access int
+
+const (
+	open    access = iota // no token needed (health, readiness, metrics)
+	token                 // the bearer token when one is configured
+	newWork               // token, and refused once the shutdown has begun: it would start engines or hand out work
+)
 
 // apiError is an error answered as CONTRACT §4's JSON error.
 type apiError struct {
@@ -69,20 +78,20 @@ func fromDomain(e *actors.Error) *apiError {
 
 func (d *Daemon) table() []route {
 	return []route{
-		{"GET", "/healthz", false, d.getHealthz},
-		{"GET", "/readyz", false, d.getReadyz},
-		{"GET", "/metrics", false, d.getMetrics},
-		{"GET", "/v1/pools", true, d.listPools},
-		{"GET", "/v1/pools/{id}", true, d.getPool},
-		{"GET", "/v1/pools/{id}/health", true, d.getPoolHealth},
-		{"GET", "/v1/pools/{id}/logs", true, d.getLogs},
-		{"POST", "/v1/pools/{id}/drain", true, d.postDrain},
-		{"POST", "/v1/pools/{id}/reload", true, d.postReload},
-		{"POST", "/v1/pools/{id}/start", true, d.postStart},
-		{"POST", "/v1/pools/{id}/leases", true, d.postLease},
-		{"DELETE", "/v1/pools/{id}/leases/{lease_id}", true, d.deleteLease},
-		{"POST", "/v1/placement", true, d.postPlacement},
-		{"GET", "/v1/events", true, d.getEvents},
+		{"GET", "/healthz", open, d.getHealthz},
+		{"GET", "/readyz", open, d.getReadyz},
+		{"GET", "/metrics", open, d.getMetrics},
+		{"GET", "/v1/pools", token, d.listPools},
+		{"GET", "/v1/pools/{id}", token, d.getPool},
+		{"GET", "/v1/pools/{id}/health", token, d.getPoolHealth},
+		{"GET", "/v1/pools/{id}/logs", token, d.getLogs},
+		{"POST", "/v1/pools/{id}/drain", token, d.postDrain},
+		{"POST", "/v1/pools/{id}/reload", newWork, d.postReload},
+		{"POST", "/v1/pools/{id}/start", newWork, d.postStart},
+		{"POST", "/v1/pools/{id}/leases", newWork, d.postLease},
+		{"DELETE", "/v1/pools/{id}/leases/{lease_id}", token, d.deleteLease},
+		{"POST", "/v1/placement", newWork, d.postPlacement},
+		{"GET", "/v1/events", token, d.getEvents},
 	}
 }
 
@@ -107,7 +116,7 @@ func (d *Daemon) routes() http.Handler {
 	// path exists under another method. Like every route but the probes, it
 	// needs the token when one is set, so routes cannot be enumerated
 	// without it.
-	mux.Handle("/", d.wrap(route{path: "unmatched", auth: true, h: func(w http.ResponseWriter, r *http.Request) (int, error) {
+	mux.Handle("/", d.wrap(route{path: "unmatched", access: token, h: func(w http.ResponseWriter, r *http.Request) (int, error) {
 		for p, methods := range paths {
 			probe := r.Clone(r.Context())
 			for _, m := range methods {
@@ -122,7 +131,7 @@ func (d *Daemon) routes() http.Handler {
 	}}))
 	// A path that is not clean ("//", ".", "..", a trailing "/") would get
 	// ServeMux's redirect with an HTML body: answer JSON 404 instead.
-	unclean := d.wrap(route{path: "unclean", auth: true, h: func(w http.ResponseWriter, r *http.Request) (int, error) {
+	unclean := d.wrap(route{path: "unclean", access: token, h: func(w http.ResponseWriter, r *http.Request) (int, error) {
 		return 0, notFound(r)
 	}})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -197,9 +206,13 @@ func (d *Daemon) wrap(rt route) http.Handler {
 			d.log.Log(r.Context(), lvl, "api.request", "method", r.Method, "path", r.URL.Path, "code", sw.code,
 				"duration_ms", time.Since(start).Milliseconds(), "correlation_id", cid)
 		}()
-		if rt.auth && !d.authorized(r) {
+		if rt.access != open && !d.authorized(r) {
 			sw.Header().Set("WWW-Authenticate", `Bearer realm="pool-managerd"`)
 			writeErr(sw, errf("UNAUTHORIZED", "missing or wrong bearer token"))
+			return
+		}
+		if rt.access == newWork && d.shuttingDown() {
+			writeErr(sw, errf("POOL_UNAVAILABLE", "daemon is shutting down"))
 			return
 		}
 		r.Body = http.MaxBytesReader(sw, r.Body, maxBody)

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/pool-managerd/pool-managerd/actors"
 	"github.com/pool-managerd/pool-managerd/config"
@@ -285,27 +284,11 @@ func TestReconfigureKeepsUnchangedPools(t *testing.T) {
 		t.Fatalf("diff: %+v", ch)
 	}
 	td.waitState("added", actors.StateReady)
-	deadline := time.Now().Add(waitLimit)
-	for {
-		_, c := td.call("GET", "/v1/pools/change", nil)
-		if c["engine_version"] == "v2" && c["state"] == "ready" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("changed pool not reloaded: %v", c["_raw"])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	for {
+	td.eventually("changed pool reloaded to v2", td.poolHas("change", map[string]any{"engine_version": "v2", "state": "ready"}))
+	td.eventually("removed pool gone from the API", func() bool {
 		code, _ := td.call("GET", "/v1/pools/drop", nil)
-		if code == 404 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("removed pool still listed")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return code == 404
+	})
 	_, k2 := td.call("GET", "/v1/pools/keep", nil)
 	if k2["pid"] != k["pid"] || k2["state"] != "ready" {
 		t.Fatalf("unchanged pool was touched: pid %v -> %v", k["pid"], k2["pid"])

@@ -165,15 +165,15 @@ type drainBody struct {
 	DeadlineMS *int64 `json:"deadline_ms"`
 }
 
-// refuseWhileStopping answers the requests that would start engines or hand
-// out work once the shutdown has begun. Releasing a lease and draining stay
-// allowed: they only help the shutdown's drain finish sooner.
-func (d *Daemon) refuseWhileStopping() error {
+// shuttingDown reports whether the shutdown has begun. Routes marked newWork are
+// refused from then on; releasing a lease and draining stay allowed: they
+// only help the shutdown's drain finish sooner.
+func (d *Daemon) shuttingDown() bool {
 	select {
 	case <-d.quit:
-		return errf("POOL_UNAVAILABLE", "daemon is shutting down")
+		return true
 	default:
-		return nil
+		return false
 	}
 }
 
@@ -206,9 +206,6 @@ type reloadBody struct {
 }
 
 func (d *Daemon) postReload(w http.ResponseWriter, r *http.Request) (int, error) {
-	if err := d.refuseWhileStopping(); err != nil {
-		return 0, err
-	}
 	var b reloadBody
 	if err := decode(r, &b); err != nil {
 		return 0, err
@@ -280,9 +277,6 @@ func reloadMessage(res actors.ReloadResult) string {
 }
 
 func (d *Daemon) postStart(w http.ResponseWriter, r *http.Request) (int, error) {
-	if err := d.refuseWhileStopping(); err != nil {
-		return 0, err
-	}
 	if err := decode(r, &struct{}{}); err != nil {
 		return 0, err
 	}
@@ -307,9 +301,6 @@ type leaseBody struct {
 }
 
 func (d *Daemon) postLease(w http.ResponseWriter, r *http.Request) (int, error) {
-	if err := d.refuseWhileStopping(); err != nil {
-		return 0, err
-	}
 	var b leaseBody
 	if err := decode(r, &b); err != nil {
 		return 0, err
@@ -353,9 +344,6 @@ type placementBody struct {
 }
 
 func (d *Daemon) postPlacement(w http.ResponseWriter, r *http.Request) (int, error) {
-	if err := d.refuseWhileStopping(); err != nil {
-		return 0, err
-	}
 	var b placementBody
 	if err := decode(r, &b); err != nil {
 		return 0, err

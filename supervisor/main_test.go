@@ -125,6 +125,32 @@ func (td *testDaemon) waitState(id string, want actors.State) map[string]any {
 	}
 }
 
+// eventually polls cond, bounded by waitLimit, for outcomes no event marks
+// (a pool gone from the API, a process gone, a log record written).
+func (td *testDaemon) eventually(what string, cond func() bool) {
+	td.t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			td.t.Fatalf("%s: never happened\nlogs:\n%s", what, td.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// poolHas reports whether the pool's status has every wanted field value.
+func (td *testDaemon) poolHas(id string, want map[string]any) func() bool {
+	return func() bool {
+		_, st := td.call("GET", "/v1/pools/"+id, nil)
+		for k, v := range want {
+			if st[k] != v {
+				return false
+			}
+		}
+		return true
+	}
+}
+
 // expectErr asserts an error answer's status and code.
 func expectErr(t *testing.T, code int, body map[string]any, wantCode int, wantErr string) {
 	t.Helper()

@@ -39,19 +39,10 @@ func TestReconfigureReAddDuringDrain(t *testing.T) {
 		t.Fatal("the re-added pool reuses the removed pool's engine")
 	}
 	// The old engine goes away once its drain times out ...
-	deadline := time.Now().Add(waitLimit)
-	for syscall.Kill(oldPID, 0) == nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("old engine %d never stopped", oldPID)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	for !strings.Contains(td.logs.String(), `"msg":"pool.retired","pool_id":"b"`) { // the old actor is gone
-		if time.Now().After(deadline) {
-			t.Fatal("the removed pool was never retired")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	td.eventually("old engine stopped", func() bool { return syscall.Kill(oldPID, 0) != nil })
+	td.eventually("removed pool retired (its actor gone)", func() bool {
+		return strings.Contains(td.logs.String(), `"msg":"pool.retired","pool_id":"b"`)
+	})
 	// ... and the new pool is still listed, ready, with its own engine.
 	code, st := td.call("GET", "/v1/pools/b", nil)
 	if code != 200 || st["state"] != "ready" || int(st["pid"].(float64)) != newPID {
@@ -80,28 +71,9 @@ func TestReconfigureRefusedChangeIsRetried(t *testing.T) {
 	if ch := td.Reconfigure(&cfg3); len(ch.Refused) != 1 || len(ch.Changed) != 0 {
 		t.Fatalf("change during a reload: %+v", ch)
 	}
-	deadline := time.Now().Add(waitLimit)
-	for {
-		_, st := td.call("GET", "/v1/pools/a", nil)
-		if st["reloading"] == false && st["state"] == "ready" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("reload never settled: %v", st["_raw"])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	td.eventually("first reload settled", td.poolHas("a", map[string]any{"reloading": false, "state": "ready"}))
 	if ch := td.Reconfigure(&cfg3); len(ch.Changed) != 1 {
 		t.Fatalf("the refused change was forgotten: %+v", ch)
 	}
-	for {
-		_, st := td.call("GET", "/v1/pools/a", nil)
-		if st["engine_version"] == "v3" && st["state"] == "ready" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("v3 never applied: %v", st["_raw"])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	td.eventually("retried change applied (v3)", td.poolHas("a", map[string]any{"engine_version": "v3", "state": "ready"}))
 }
