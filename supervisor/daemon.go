@@ -123,9 +123,6 @@ func CheckUsers(pools []config.Pool) error {
 	return errors.Join(errs...)
 }
 
-// checkUsers is CheckUsers (the name Reconfigure uses).
-func checkUsers(pools []config.Pool) error { return CheckUsers(pools) }
-
 // Handler is the HTTP API (for tests and for Start).
 func (d *Daemon) Handler() http.Handler { return d.routes() }
 

@@ -24,7 +24,7 @@ type Change struct {
 // kept as they are. Called from one goroutine (main's signal loop).
 func (d *Daemon) Reconfigure(next *config.Config) Change {
 	ch := Change{Added: []string{}, Removed: []string{}, Changed: []string{}, Unchanged: []string{}, Refused: []string{}}
-	if err := checkUsers(next.Pools); err != nil {
+	if err := CheckUsers(next.Pools); err != nil {
 		d.log.Error("config.reload_failed", "err", err.Error(), "detail", "keeping the running config")
 		return ch
 	}
