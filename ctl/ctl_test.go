@@ -321,7 +321,10 @@ func TestEvents(t *testing.T) {
 	f := newFake(t, map[string]http.HandlerFunc{"GET /v1/events": func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		io.WriteString(w, sseStream) // then the stream ends: the daemon went away
-	}})
+	},
+		"GET /v1/pools":   func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `{"pools":[]}`) },
+		"GET /v1/pools/b": func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `{"pool_id":"b","state":"ready"}`) },
+	})
 	out, errOut, code := runCLI(t, context.Background(), f.srv.URL, "events")
 	wantCode(t, code, 1, errOut)
 	wantContains(t, "stderr", errOut, "event stream closed")
@@ -335,6 +338,7 @@ func TestEvents(t *testing.T) {
 	}
 
 	out, _, _ = runCLI(t, context.Background(), f.srv.URL, "events", "--pool", "b", "--json")
+	out = strings.SplitN(out, "\n", 2)[1] // after the current-state line
 	if want := `{"pool_id":"b","from":"preload","to":"ready","reason":"readiness ok","at_ms":1700000001000}` + "\n"; out != want {
 		t.Errorf("--pool b --json: %q, want %q", out, want)
 	}
@@ -348,7 +352,9 @@ func TestEventsInterruptedExitsZero(t *testing.T) {
 		w.(http.Flusher).Flush()
 		close(started)
 		<-r.Context().Done()
-	}})
+	},
+		"GET /v1/pools": func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `{"pools":[]}`) },
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-started; cancel() }()
 	_, errOut, code := runCLI(t, ctx, f.srv.URL, "events")
@@ -502,4 +508,61 @@ func TestDrainWaitInterrupted(t *testing.T) {
 	_, errOut, code := runCLI(t, ctx, f.srv.URL, "drain", "a", "--wait")
 	wantCode(t, code, 1, errOut)
 	wantContains(t, "stderr", errOut, "interrupted")
+}
+
+// events prints every pool's current state before the first change, so a
+// quiet daemon does not look like a dead one.
+func TestEventsPrintsCurrentStatesFirst(t *testing.T) {
+	pools := `{"pools":[{"pool_id":"a","state":"ready","state_since_ms":1699999990000},{"pool_id":"b","state":"backoff","state_since_ms":1699999995000}]}`
+	f := newFake(t, map[string]http.HandlerFunc{
+		"GET /v1/pools": func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, pools) },
+		"GET /v1/pools/b": func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, `{"pool_id":"b","state":"backoff","state_since_ms":1699999995000}`)
+		},
+		"GET /v1/events": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, sseStream)
+		},
+	})
+	out, errOut, code := runCLI(t, context.Background(), f.srv.URL, "events")
+	wantCode(t, code, 1, errOut)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	want := []string{
+		fmtTime(1699999990000) + " a is ready (current state)",
+		fmtTime(1699999995000) + " b is backoff (current state)",
+		fmtTime(1700000000000) + " a stopped -> preload (api)",
+	}
+	if len(lines) < 3 || strings.Join(lines[:3], "|") != strings.Join(want, "|") {
+		t.Fatalf("got\n%s\nwant first\n%s", out, strings.Join(want, "\n"))
+	}
+
+	out, _, _ = runCLI(t, context.Background(), f.srv.URL, "events", "--pool", "b", "--json")
+	first := strings.SplitN(out, "\n", 2)[0]
+	if want := `{"pool_id":"b","from":"","to":"backoff","reason":"current state","at_ms":1699999995000}`; first != want {
+		t.Errorf("--pool b --json first line %q, want %q", first, want)
+	}
+}
+
+// events --pool names an unknown pool: a 404 at once, not a silent wait.
+func TestEventsUnknownPool(t *testing.T) {
+	f := newFake(t, map[string]http.HandlerFunc{
+		"GET /v1/events": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, ": keep-alive\n\n")
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		},
+		"GET /v1/pools/nope": func(w http.ResponseWriter, r *http.Request) {
+			apiErr(w, 404, `{"code":"POOL_NOT_FOUND","message":"no pool \"nope\"","retriable":false}`)
+		},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, errOut, code := runCLI(t, ctx, f.srv.URL, "events", "--pool", "nope")
+	if ctx.Err() != nil {
+		t.Fatal("events --pool nope waited instead of failing")
+	}
+	if code == 0 || !strings.Contains(errOut, "POOL_NOT_FOUND") {
+		t.Fatalf("exit %d, stderr %q: want a non-zero exit naming POOL_NOT_FOUND", code, errOut)
+	}
 }

@@ -118,6 +118,15 @@ func runEvents(c *cli, args []string) error {
 	}
 	defer cancel()
 	defer resp.Body.Close()
+	// The stream is open (so nothing that happens from now on is missed):
+	// print where every pool stands, so a quiet daemon does not look dead,
+	// and an unknown --pool fails at once instead of waiting forever.
+	if err := c.printCurrentStates(cl, *only); err != nil {
+		if c.ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 	var badEvent error
 	err = readSSE(resp.Body, func(ev sseEvent) error {
 		var t transition
@@ -150,4 +159,47 @@ func runEvents(c *cli, args []string) error {
 		return cl.wrapErr(c.ctx, err)
 	}
 	return errors.New("event stream closed by the daemon")
+}
+
+// printCurrentStates prints one line per pool (or only the pool named) with
+// its state and since when: "TIME POOL is STATE (current state)", or with
+// --json a pool_state-shaped object whose from is "" and reason is
+// "current state". An unknown pool is the daemon's 404 POOL_NOT_FOUND.
+func (c *cli) printCurrentStates(cl *client, only string) error {
+	type current struct {
+		PoolID       string `json:"pool_id"`
+		State        string `json:"state"`
+		StateSinceMS int64  `json:"state_since_ms"`
+	}
+	var pools []current
+	if only != "" {
+		body, _, err := cl.call(c.ctx, "GET", poolPath(only), nil, false)
+		if err != nil {
+			return err
+		}
+		var p current
+		if err := json.Unmarshal(body, &p); err != nil {
+			return fmt.Errorf("decoding pool %s: %w", only, err)
+		}
+		pools = append(pools, p)
+	} else {
+		body, _, err := cl.call(c.ctx, "GET", "/v1/pools", nil, false)
+		if err != nil {
+			return err
+		}
+		var ans struct{ Pools []current }
+		if err := json.Unmarshal(body, &ans); err != nil {
+			return fmt.Errorf("decoding pools: %w", err)
+		}
+		pools = ans.Pools
+	}
+	for _, p := range pools {
+		if c.g.json {
+			b, _ := json.Marshal(transition{PoolID: p.PoolID, To: p.State, Reason: "current state", AtMS: p.StateSinceMS})
+			fmt.Fprintln(c.stdout, string(b))
+			continue
+		}
+		fmt.Fprintf(c.stdout, "%s %s is %s (current state)\n", fmtTime(p.StateSinceMS), p.PoolID, p.State)
+	}
+	return nil
 }
