@@ -335,6 +335,8 @@ func runPlace(c *cli, args []string) error {
 func runLogs(c *cli, args []string) error {
 	fs := c.flags()
 	tail := fs.Int("tail", -1, "print the last N lines (at most 1000; default: the daemon's)")
+	follow := fs.Bool("f", false, "keep printing new lines as the engine writes them (Ctrl-C to stop)")
+	fs.BoolVar(follow, "follow", false, "same as -f")
 	pos, err := c.parse(fs, args, 1)
 	if err != nil {
 		return err
@@ -348,20 +350,107 @@ func runLogs(c *cli, args []string) error {
 	case *tail != -1:
 		return &usageError{"--tail must not be negative", fs}
 	}
+	if *follow {
+		return c.followLogs(pos[0], path)
+	}
 	return c.simple("GET", path, nil, func(body []byte) error {
-		var ans struct {
-			Lines []struct {
-				AtMS   int64  `json:"at_ms"`
-				Stream string `json:"stream"`
-				Text   string `json:"text"`
-			} `json:"lines"`
+		lines, err := decodeLogLines(body)
+		if err != nil {
+			return err
 		}
-		if err := json.Unmarshal(body, &ans); err != nil {
-			return fmt.Errorf("decoding answer: %w", err)
-		}
-		for _, l := range ans.Lines {
-			fmt.Fprintf(c.stdout, "%s %-6s %s\n", fmtTime(l.AtMS), l.Stream, l.Text)
+		for _, l := range lines {
+			c.printLogLine(l)
 		}
 		return nil
 	})
+}
+
+// logLine is one line of GET /v1/pools/{id}/logs.
+type logLine struct {
+	AtMS   int64  `json:"at_ms"`
+	Stream string `json:"stream"`
+	Text   string `json:"text"`
+}
+
+func decodeLogLines(body []byte) ([]logLine, error) {
+	var ans struct {
+		Lines []logLine `json:"lines"`
+	}
+	if err := json.Unmarshal(body, &ans); err != nil {
+		return nil, fmt.Errorf("decoding answer: %w", err)
+	}
+	return ans.Lines, nil
+}
+
+func (c *cli) printLogLine(l logLine) {
+	if c.g.json {
+		b, _ := json.Marshal(l)
+		fmt.Fprintln(c.stdout, string(b))
+		return
+	}
+	fmt.Fprintf(c.stdout, "%s %-6s %s\n", fmtTime(l.AtMS), l.Stream, l.Text)
+}
+
+// logsFollowPoll is how often `logs -f` asks for new lines: the daemon keeps
+// them in memory, so a GET is cheap, and half a second reads as live.
+const logsFollowPoll = 500 * time.Millisecond
+
+// followLogs prints the first answer of path, then polls the pool's last
+// 1000 lines and prints those after the last one printed, until interrupted
+// (exit 0). Lines are matched by time, stream and text, so a line that fell
+// out of the daemon's ring between two polls is the only thing ever missed.
+func (c *cli) followLogs(id, first string) error {
+	cl, err := c.connect()
+	if err != nil {
+		return err
+	}
+	var last *logLine
+	path := first
+	for {
+		body, _, err := cl.call(c.ctx, "GET", path, nil, false)
+		if c.ctx.Err() != nil {
+			return nil // interrupted: the normal way to stop following
+		}
+		if err != nil {
+			return err
+		}
+		lines, err := decodeLogLines(body)
+		if err != nil {
+			return err
+		}
+		for _, l := range newLogLines(lines, last) {
+			c.printLogLine(l)
+		}
+		if n := len(lines); n > 0 {
+			l := lines[n-1]
+			last = &l
+		}
+		path = poolPath(id, "logs") + "?tail=1000"
+		t := time.NewTimer(logsFollowPoll)
+		select {
+		case <-c.ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// newLogLines returns the lines after last: after its latest occurrence, or,
+// when it is no longer in lines, every line not older than it.
+func newLogLines(lines []logLine, last *logLine) []logLine {
+	if last == nil {
+		return lines
+	}
+	for i := len(lines) - 1; i >= 0; i-- {
+		if lines[i] == *last {
+			return lines[i+1:]
+		}
+	}
+	for i, l := range lines {
+		if l.AtMS >= last.AtMS {
+			return lines[i:]
+		}
+	}
+	return nil
 }

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pool-managerd/pool-managerd/config"
 )
 
 const (
@@ -108,6 +110,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			c.cmd = cmd
 			return c.report(cmd.run(c, fs.Args()[1:]))
 		}
+	}
+	if near := config.Closest(name, commandNames()); near != "" {
+		fmt.Fprintf(stderr, "poolctl: unknown command %q (did you mean %q?)\n", name, near)
+		return 2
 	}
 	fmt.Fprintf(stderr, "poolctl: unknown command %q\n", name)
 	c.usage(stderr)
@@ -239,10 +245,19 @@ func runHelp(c *cli, args []string) error {
 			return cmd.run(c, []string{"-h"})
 		}
 	}
+	names := commandNames()
+	sort.Strings(names)
+	if near := config.Closest(args[0], names); near != "" {
+		return &usageError{fmt.Sprintf("unknown command %q (did you mean %q?)", args[0], near), nil}
+	}
+	return &usageError{fmt.Sprintf("unknown command %q (commands: %s)", args[0], strings.Join(names, ", ")), nil}
+}
+
+// commandNames lists the subcommands in the order of usage.
+func commandNames() []string {
 	names := make([]string, 0, len(commands))
 	for _, cmd := range commands {
 		names = append(names, cmd.name)
 	}
-	sort.Strings(names)
-	return &usageError{fmt.Sprintf("unknown command %q (commands: %s)", args[0], strings.Join(names, ", ")), nil}
+	return names
 }

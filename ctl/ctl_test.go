@@ -566,3 +566,63 @@ func TestEventsUnknownPool(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q: want a non-zero exit naming POOL_NOT_FOUND", code, errOut)
 	}
 }
+
+// A mistyped command gets the closest one suggested, not a wall of usage.
+func TestMistypedCommandSuggests(t *testing.T) {
+	f := newFake(t, nil)
+	for typo, want := range map[string]string{"lsit": "list", "helth": "health", "evnets": "events"} {
+		_, errOut, code := runCLI(t, context.Background(), f.srv.URL, typo)
+		wantCode(t, code, 2, errOut)
+		wantContains(t, typo, errOut, fmt.Sprintf("did you mean %q", want))
+	}
+	_, errOut, code := runCLI(t, context.Background(), f.srv.URL, "frobnicate")
+	wantCode(t, code, 2, errOut)
+	if strings.Contains(errOut, "did you mean") {
+		t.Errorf("a far-off word got a suggestion: %s", errOut)
+	}
+}
+
+// logs -f prints the current tail, then each new line once, until Ctrl-C
+// (exit 0).
+func TestLogsFollow(t *testing.T) {
+	var mu sync.Mutex
+	lines := []string{`{"at_ms":1700000000000,"stream":"stderr","text":"one"}`}
+	f := newFake(t, map[string]http.HandlerFunc{"GET /v1/pools/a/logs": func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(w, `{"lines":[%s]}`, strings.Join(lines, ","))
+		if len(lines) < 3 { // the engine writes one more line before each next poll
+			lines = append(lines, fmt.Sprintf(`{"at_ms":%d,"stream":"stdout","text":"line %d"}`, 1700000000000+int64(len(lines)), len(lines)+1))
+		}
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut string
+	var code int
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		out, errOut, code = runCLI(t, ctx, f.srv.URL, "logs", "a", "-f")
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		f.mu.Lock()
+		n := len(f.reqs)
+		f.mu.Unlock()
+		if n >= 5 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	wantCode(t, code, 0, errOut)
+	want := []string{
+		fmtTime(1700000000000) + " stderr one",
+		fmtTime(1700000000001) + " stdout line 2",
+		fmtTime(1700000000002) + " stdout line 3",
+	}
+	if got := strings.Split(strings.TrimSpace(out), "\n"); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("got\n%s\nwant\n%s", out, strings.Join(want, "\n"))
+	}
+}
