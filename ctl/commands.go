@@ -16,6 +16,9 @@ import (
 // seconds at least, and a GET is cheap for the daemon.
 const drainPoll = 250 * time.Millisecond
 
+// now is the clock of UPTIME; tests replace it.
+var now = time.Now
+
 // lastErrorWidth keeps `list` rows on one terminal line.
 const lastErrorWidth = 48
 
@@ -29,6 +32,7 @@ type pool struct {
 	EngineVersion string  `json:"engine_version"`
 	ModelRef      string  `json:"model_ref"`
 	PID           *int    `json:"pid"`
+	StartedAtMS   *int64  `json:"started_at_ms"`
 	ActiveLeases  int     `json:"active_leases"`
 	Slots         int     `json:"slots"`
 	RestartCount  int     `json:"restart_count"`
@@ -119,22 +123,34 @@ func runList(c *cli, args []string) error {
 			return fmt.Errorf("decoding answer: %w", err)
 		}
 		tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tSTATE\tREADY\tLIVE\tENGINE\tVERSION\tMODEL\tPID\tLEASES\tRESTARTS\tLAST ERROR")
+		fmt.Fprintln(tw, "ID\tSTATE\tREADY\tLIVE\tENGINE\tVERSION\tMODEL\tPID\tUPTIME\tLEASES\tRESTARTS\tLAST ERROR")
+		unlimited := false
 		for _, p := range ans.Pools { // the daemon sorts by id
-			pid, slots, lastErr := "-", "-", "-"
+			pid, uptime, slots, lastErr := "-", "-", "-", "-"
 			if p.PID != nil {
 				pid = strconv.Itoa(*p.PID)
+				if p.StartedAtMS != nil {
+					uptime = fmtUptime(now().Sub(time.UnixMilli(*p.StartedAtMS)))
+				}
 			}
 			if p.Slots > 0 {
 				slots = strconv.Itoa(p.Slots)
+			} else {
+				unlimited = true
 			}
 			if p.LastError != nil && *p.LastError != "" {
 				lastErr = truncate(*p.LastError, lastErrorWidth)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%t\t%t\t%s\t%s\t%s\t%s\t%d/%s\t%d\t%s\n", p.PoolID, p.State, p.Ready, p.Live,
-				orDash(p.Engine), orDash(p.EngineVersion), orDash(p.ModelRef), pid, p.ActiveLeases, slots, p.RestartCount, lastErr)
+			fmt.Fprintf(tw, "%s\t%s\t%t\t%t\t%s\t%s\t%s\t%s\t%s\t%d/%s\t%d\t%s\n", p.PoolID, p.State, p.Ready, p.Live,
+				orDash(p.Engine), orDash(p.EngineVersion), orDash(p.ModelRef), pid, uptime, p.ActiveLeases, slots, p.RestartCount, lastErr)
 		}
-		return tw.Flush()
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if unlimited {
+			fmt.Fprintln(c.stdout, "LEASES is active/slots; - = no slot limit (the pool sets no slots:)")
+		}
+		return nil
 	})
 }
 
