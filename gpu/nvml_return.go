@@ -74,3 +74,15 @@ func describeReturn(r nvml.Return, extra string) string {
 	}
 	return returnName(r) + " (" + extra + ")"
 }
+
+// Loadable reports whether NVML can be loaded and initialised on this host,
+// as the guardrail would at start ("NVML init: ERROR_LIBRARY_NOT_FOUND (no
+// NVIDIA driver)" when not). -check-config warns with it.
+func Loadable() error {
+	lib := nvml.New()
+	if ret := lib.Init(); ret != nvml.SUCCESS {
+		return fmt.Errorf("NVML init: %s", describeReturn(ret, ""))
+	}
+	lib.Shutdown()
+	return nil
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -121,5 +122,55 @@ func TestSecondSignalHurriesShutdown(t *testing.T) {
 	}
 	if len(find(recs, "drain.finished", "pool_id", "held", "forced", true, "final_leases", 1)) != 1 {
 		t.Error("no forced drain.finished with final_leases 1")
+	}
+}
+
+// A valid config that cannot run here gets warnings with their lines, and
+// still exits 0: a missing program, a missing absolute model, NVML that
+// cannot be loaded while require_nvidia is on, an unwritable state_dir.
+func TestCheckConfigWarnsAboutThisHost(t *testing.T) {
+	t.Setenv("POOL_MANAGERD_TOKEN", "")
+	t.Setenv("POOL_MANAGERD_ADDR", "")
+	defer func(f func() error) { nvmlLoadable = f }(nvmlLoadable)
+	nvmlLoadable = func() error { return errors.New("NVML init: ERROR_LIBRARY_NOT_FOUND (no NVIDIA driver)") }
+	dir := t.TempDir()
+	notDir := filepath.Join(dir, "not-a-dir")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(dir, "host.yaml")
+	writeFile(t, f, `shutdown_deadline: 5s
+state_dir: `+notDir+`
+pools:
+  - id: noprog
+    engine: llamacpp
+    model_ref: m
+    command: [/nonexistent/llama-server, --port, "${PORT}"]
+  - id: nomodel
+    engine: llamacpp
+    model_ref: /nonexistent/model.gguf
+    command: [sh, -c, "exec sleep 1 ${PORT}"]
+`)
+	check := func() (int, string, string) {
+		var out, errb bytes.Buffer
+		code := run([]string{"-check-config", f}, &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	code, stdout, stderr := check()
+	if code != 0 {
+		t.Fatalf("exit %d, want 0 (warnings only)\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	for _, want := range []string{
+		f + ":4: warning: pool noprog: command: /nonexistent/llama-server: no such file or directory",
+		f + ":8: warning: pool nomodel: model_ref /nonexistent/model.gguf does not exist here",
+		"warning: gpu.require_nvidia is true but NVML init: ERROR_LIBRARY_NOT_FOUND",
+		f + ":2: warning: state_dir " + notDir + ": exists and is not a directory",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if !strings.Contains(stdout, "ok, with") {
+		t.Errorf("stdout %q: want an ok line that counts the warnings", stdout)
 	}
 }

@@ -86,7 +86,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // checkConfig is -check-config: the file's own problems (each with its
 // line), or else every reason the daemon would refuse to start on it here
-// (listen address, API token, pool users), one per line; exit 0 or 2.
+// (listen address, API token, pool users), one per line, exit 2; or else
+// "ok", after a warning per thing that would fail on this host (see
+// hostWarnings), exit 0.
 func checkConfig(file string, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(file)
 	if err != nil {
@@ -102,6 +104,19 @@ func checkConfig(file string, stdout, stderr io.Writer) int {
 			}
 		}
 		return exitBadArgs
+	}
+	raw, _ := os.ReadFile(file) // Load has read it: a regular file of bounded size
+	warnings := hostWarnings(cfg, raw)
+	for _, w := range warnings {
+		if w.line > 0 {
+			fmt.Fprintf(stderr, "%s:%d: warning: %s\n", file, w.line, w.msg)
+		} else {
+			fmt.Fprintf(stderr, "%s: warning: %s\n", file, w.msg)
+		}
+	}
+	if n := len(warnings); n > 0 {
+		fmt.Fprintf(stdout, "%s: ok, with %d warning(s) about this host\n", file, n)
+		return exitOK
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", file)
 	return exitOK
