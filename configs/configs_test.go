@@ -53,8 +53,8 @@ func TestExamples(t *testing.T) {
 		t.Fatalf("want demo and three examples, got %v (%v)", files, err)
 	}
 	for _, name := range files {
-		if name == "demo.yaml" {
-			continue // TestDemo
+		if name == "demo.yaml" || name == "local-http.yaml" {
+			continue // TestDemo, TestLocalHTTP
 		}
 		t.Run(name, func(t *testing.T) {
 			c, err := config.Load(name)
@@ -70,5 +70,23 @@ func TestExamples(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// local-http.yaml must run for any user as it is: no root (no user:), no
+// token, no state_dir, no GPU, loopback, and probes that a plain web server
+// answers.
+func TestLocalHTTP(t *testing.T) {
+	c, err := config.Load("local-http.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GPU.RequireNVIDIA || c.StateDir != "" || c.Auth.TokenFile != "" || !config.IsLoopback(c.Listen) {
+		t.Errorf("local-http.yaml must need no GPU, files, token or network: %+v", c)
+	}
+	for _, p := range c.Pools {
+		if p.User != "" || len(p.Devices) > 0 || p.Readiness.Path != "/" || p.Liveness.Path != "/" {
+			t.Errorf("%s: user %q, devices %v, readiness %q, liveness %q", p.ID, p.User, p.Devices, p.Readiness.Path, p.Liveness.Path)
+		}
 	}
 }

@@ -117,7 +117,11 @@ func CheckUsers(pools []config.Pool) error {
 			continue
 		}
 		if _, err := engine.LookupCredential(p.User); err != nil { // its error does not repeat the name
-			errs = append(errs, fmt.Errorf("pool %s: user %q: %w", p.ID, p.User, err))
+			hint := ""
+			if err.Error() == "unknown user" {
+				hint = fmt.Sprintf(" (create it: useradd --system --no-create-home --shell /usr/sbin/nologin %s)", p.User)
+			}
+			errs = append(errs, fmt.Errorf("pool %s: user %q: %w%s", p.ID, p.User, err, hint))
 		}
 	}
 	return errors.Join(errs...)

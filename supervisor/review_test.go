@@ -414,12 +414,12 @@ func waitFor(t *testing.T, cond func() bool) {
 
 func TestCheckUsersNamesEachThingOnce(t *testing.T) {
 	err := CheckUsers([]config.Pool{{ID: "ok"}, {ID: "u", User: "no-such-user-pool-managerd"}, {ID: "v", User: "no-such-user-2"}})
-	want := "pool u: user \"no-such-user-pool-managerd\": unknown user\npool v: user \"no-such-user-2\": unknown user"
+	want := "pool u: user \"no-such-user-pool-managerd\": unknown user (create it: useradd --system --no-create-home --shell /usr/sbin/nologin no-such-user-pool-managerd)\npool v: user \"no-such-user-2\": unknown user (create it: useradd --system --no-create-home --shell /usr/sbin/nologin no-such-user-2)"
 	if err == nil || err.Error() != want {
 		t.Fatalf("CheckUsers = %v, want %q", err, want)
 	}
 	if _, err := New(Options{Config: &config.Config{Pools: []config.Pool{{ID: "u", User: "no-such-user-pool-managerd"}}}}); err == nil ||
-		err.Error() != `pool u: user "no-such-user-pool-managerd": unknown user` {
+		err.Error() != `pool u: user "no-such-user-pool-managerd": unknown user (create it: useradd --system --no-create-home --shell /usr/sbin/nologin no-such-user-pool-managerd)` {
 		t.Fatalf("New = %v", err)
 	}
 }

@@ -48,9 +48,9 @@ func TestCheckConfigReportsStartRefusals(t *testing.T) {
 			!strings.Contains(lines[0], "token") {
 			t.Errorf("listen problem: %q", lines[0])
 		}
-		// One mention of the pool and the user each, with the pool's line.
-		want := `pool ghost: user "no-such-user-pool-managerd": unknown user`
-		if !strings.HasPrefix(lines[1], f+":") || !strings.HasSuffix(lines[1], ": "+want) || strings.Count(lines[1], "no-such-user") != 1 {
+		// The pool and the user (and the user again in the hint), with the pool's line.
+		want := `pool ghost: user "no-such-user-pool-managerd": unknown user (create it: useradd --system --no-create-home --shell /usr/sbin/nologin no-such-user-pool-managerd)`
+		if !strings.HasPrefix(lines[1], f+":") || !strings.HasSuffix(lines[1], ": "+want) || strings.Count(lines[1], "no-such-user") != 2 {
 			t.Errorf("user problem: %q, want %q with the file and line in front", lines[1], want)
 		}
 	})

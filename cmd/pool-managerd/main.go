@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -221,6 +222,10 @@ func readToken(cfg *config.Config) (string, error) {
 		return "", nil
 	}
 	b, err := os.ReadFile(cfg.Auth.TokenFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		f := cfg.Auth.TokenFile
+		return "", fmt.Errorf("auth.token_file: %w (create it: install -d -m 0755 %s && (umask 077; head -c 32 /dev/urandom | base64 > %s))", err, filepath.Dir(f), f)
+	}
 	if err != nil {
 		return "", fmt.Errorf("auth.token_file: %w", err)
 	}
