@@ -52,6 +52,11 @@ func readinessPoll(sinceSpawn time.Duration) time.Duration {
 	}
 }
 
+// notFoundPoll is the readiness poll while the engine answers 404 or 405:
+// it is up and lacks the path, so polling every 10 ms would only fill its
+// access log (and ours) until someone fixes the config.
+const notFoundPoll = time.Second
+
 // leaseCountGrace is how long a drain past its deadline waits for the
 // registry's lease count before stopping the engine regardless.
 const leaseCountGrace = time.Second

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -164,6 +165,7 @@ func (a *pool) pollReadiness(ctx context.Context, gen uint64, proc *engine.Proce
 	defer timer.Stop()
 	<-timer.C
 	last := -1
+	notFoundLogged := false
 	for {
 		r := engine.Probe(ctx, a.d.ProbeClient, url, timeout)
 		a.d.Observer.Probe(a.id, "readiness", r.Duration)
@@ -175,7 +177,18 @@ func (a *pool) pollReadiness(ctx context.Context, gen uint64, proc *engine.Proce
 			a.root.Send(a.self, &probeReady{gen: gen})
 			return
 		}
-		timer.Reset(readinessPoll(time.Since(proc.StartedAt())))
+		wait := readinessPoll(time.Since(proc.StartedAt()))
+		if r.Err == nil && (r.Status == http.StatusNotFound || r.Status == http.StatusMethodNotAllowed) {
+			// The server is up and says the path does not exist: that rarely
+			// changes, so say what to configure (once) and stop hammering it.
+			if !notFoundLogged {
+				notFoundLogged = true
+				a.log.Warn("probe.readiness_path_missing", "url", url, "status", r.Status,
+					"detail", "the engine answers but has no such path; set the pool's readiness: {path: ...} (and liveness:) to a path it serves")
+			}
+			wait = notFoundPoll
+		}
+		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return
