@@ -419,7 +419,11 @@ func (d *Daemon) shutdown() {
 		d.sys.Root.Send(pid, &actors.Drain{Deadline: deadline, Reason: "shutdown"})
 	}
 	d.hurryMu.Unlock()
-	if !<-done {
+	waited := make(chan struct{})
+	go d.logShutdownProgress(time.Now().Add(deadline), waited)
+	ok := <-done
+	close(waited)
+	if !ok {
 		d.log.Warn("daemon.shutdown_timeout", "detail", "engines still running after the deadline are killed")
 	}
 	if d.srv != nil {
@@ -439,6 +443,47 @@ func (d *Daemon) shutdown() {
 	d.sys.Shutdown()
 	_ = d.guard.Close()
 	d.log.Info("daemon.stopped")
+}
+
+// Shutdown progress is logged first after shutdownFirstReport, then every
+// shutdownReportEvery, until every pool has stopped: a drain that waits for
+// leases is never silent.
+const (
+	shutdownFirstReport = time.Second
+	shutdownReportEvery = 5 * time.Second
+)
+
+// logShutdownProgress logs daemon.shutdown_waiting (which pools are not
+// stopped yet, in which state, with how many leases, and how long the drains
+// may still wait) until done is closed.
+func (d *Daemon) logShutdownProgress(deadline time.Time, done <-chan struct{}) {
+	t := time.NewTimer(shutdownFirstReport)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
+		pools, err := d.snapshot(ctx)
+		cancel()
+		if err == nil {
+			var waiting []string
+			for _, p := range pools {
+				if p.State == actors.StateStopped || p.State == actors.StateFailed {
+					continue
+				}
+				waiting = append(waiting, fmt.Sprintf("%s: %s, %d lease(s)", p.PoolID, p.State, p.ActiveLeases))
+			}
+			if len(waiting) > 0 {
+				d.log.Info("daemon.shutdown_waiting", "pools", strings.Join(waiting, "; "),
+					"remaining_ms", max(0, time.Until(deadline).Milliseconds()),
+					"detail", "drains wait for leases until shutdown_deadline; a second SIGINT (Ctrl-C) or SIGTERM stops the engines now")
+			}
+		}
+		t.Reset(shutdownReportEvery)
+	}
 }
 
 // Hurry cuts the shutdown's drains short (a second SIGTERM or SIGINT): every

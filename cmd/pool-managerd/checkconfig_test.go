@@ -99,6 +99,11 @@ func TestSecondSignalHurriesShutdown(t *testing.T) {
 	}
 	d.signal(syscall.SIGTERM)
 	d.waitLog("drain.started", "pool_id", "held", "reason", "shutdown")
+	// The wait for the lease is not silent: it says who waits and what hurries it.
+	w := d.waitLog("daemon.shutdown_waiting")
+	if !strings.Contains(w.str("pools"), "held: draining, 1 lease(s)") || !strings.Contains(w.str("detail"), "second SIGINT") {
+		t.Errorf("daemon.shutdown_waiting %s: want the draining pool with its lease and the hurry hint", w.Raw)
+	}
 	d.signal(syscall.SIGTERM)
 	code, took := d.waitExit(exitLimit) // 60 s without the hurry
 	if code != 0 {
@@ -112,7 +117,7 @@ func TestSecondSignalHurriesShutdown(t *testing.T) {
 	}
 	recs := d.records()
 	doc := parseLogDoc(t)
-	for _, msg := range []string{"daemon.signal_during_shutdown", "daemon.hurry"} {
+	for _, msg := range []string{"daemon.signal_during_shutdown", "daemon.hurry", "daemon.shutdown_waiting"} {
 		m := find(recs, msg)
 		if len(m) != 1 {
 			t.Errorf("%d %q records, want 1", len(m), msg)
