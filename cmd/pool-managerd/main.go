@@ -33,7 +33,18 @@ const (
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
+// survivePipeClose keeps a closed stdout or stderr from killing the daemon:
+// with `pool-managerd -demo | jq`, Ctrl-C ends jq first, and Go's default is
+// to die of SIGPIPE at the next log line, before any engine is stopped.
+// Asking for SIGPIPE (and never reading it) turns such writes into EPIPE
+// errors, which the log handler drops, so the shutdown drains as usual. Unlike
+// signal.Ignore, this leaves SIGPIPE at its default in the engines we exec.
+func survivePipeClose() {
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+}
+
 func run(args []string, stdout, stderr io.Writer) int {
+	survivePipeClose()
 	if len(args) > 0 {
 		switch args[0] {
 		case "sim-engine":
