@@ -12,6 +12,7 @@ import (
 
 	"github.com/pool-managerd/pool-managerd/config"
 	"github.com/pool-managerd/pool-managerd/engine"
+	"github.com/pool-managerd/pool-managerd/engine/cgroup"
 	"github.com/pool-managerd/pool-managerd/gpu"
 )
 
@@ -20,9 +21,10 @@ type PoolDeps struct {
 	Registry    *actor.PID
 	Guard       gpu.Guard
 	Clock       Clock
-	Logger      *slog.Logger // already carries nothing pool-specific
-	SelfExe     string       // ${SELF}: the pool-managerd binary
-	StateDir    string       // pid records; "" = none
+	Logger      *slog.Logger   // already carries nothing pool-specific
+	SelfExe     string         // ${SELF}: the pool-managerd binary
+	StateDir    string         // pid records; "" = none
+	Cgroups     *cgroup.Parent // engines' cgroup parent; nil = marker containment
 	ProbeClient *http.Client
 	Observer    Observer
 	OnLogDrop   func(poolID string) // an engine output line was rate-limited away
@@ -199,7 +201,10 @@ func NewPoolProps(cfg config.Pool, d PoolDeps) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
 		p := &pool{id: cfg.ID, d: d, cfg: cfg, log: log, sink: sink, timers: map[string]timerRef{}}
 		p.policy = NewPolicy(cfg.Restart, d.Clock)
-		p.st = PoolStatus{PoolID: cfg.ID, State: StateStopped, Devices: []gpu.Device{}}
+		p.st = PoolStatus{PoolID: cfg.ID, State: StateStopped, Devices: []gpu.Device{}, Containment: engine.ContainMarker}
+		if d.Cgroups != nil {
+			p.st.Containment = engine.ContainCgroup
+		}
 		p.applyCfgToStatus()
 		return p
 	})

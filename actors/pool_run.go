@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/pool-managerd/pool-managerd/config"
 	"github.com/pool-managerd/pool-managerd/engine"
-	"github.com/pool-managerd/pool-managerd/engine/pidrec"
 	"github.com/pool-managerd/pool-managerd/gpu"
 )
 
@@ -94,67 +92,21 @@ func (a *pool) preload(ctx context.Context, gen uint64, cfg config.Pool) {
 }
 
 // killAbandoned kills an engine whose preload was abandoned before the actor
-// took it over (drain, reload or actor stop during the spawn).
+// took it over (drain, reload or actor stop during the spawn). Stop(0) is
+// the engine's whole cleanup: group, cgroup or marked processes, pid record.
 func (a *pool) killAbandoned(p *engine.Process) {
-	p.Kill()
-	<-p.Done()
-	if a.d.StateDir != "" {
-		_ = pidrec.Remove(a.d.StateDir, a.id, p.Pid())
-	}
+	p.Stop(0)
 }
 
+// spawn launches one engine: engine.Launch does the port, placeholders,
+// environment, credentials, containment and pid record; the actor only maps
+// its config onto the launch.
 func (a *pool) spawn(cfg config.Pool, devs []gpu.Device) (*engine.Process, string, error) {
-	port := cfg.Port
-	if port != 0 {
-		// A fixed port someone else holds would let the readiness probe
-		// reach that other server and call the pool ready: refuse instead.
-		ln, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(port)))
-		if err != nil {
-			return nil, "", fmt.Errorf("port %d on %s is not free (another process listens there?): %w", port, cfg.Host, err)
-		}
-		ln.Close()
-	} else {
-		p, err := engine.FreePort(cfg.Host)
-		if err != nil {
-			return nil, "", fmt.Errorf("pick a free port on %s: %w", cfg.Host, err)
-		}
-		port = p
-	}
-	vars := map[string]string{"PORT": strconv.Itoa(port), "HOST": cfg.Host, "MODEL_REF": cfg.ModelRef,
-		"POOL_ID": cfg.ID, "SELF": a.d.SelfExe}
-	argv, err := engine.ExpandAll(cfg.Command, vars)
-	if err != nil {
-		return nil, "", fmt.Errorf("command: %w", err)
-	}
-	extra := map[string]string{}
-	for k, v := range cfg.Env {
-		if extra[k], err = engine.Expand(v, vars); err != nil {
-			return nil, "", fmt.Errorf("env %s: %w", k, err)
-		}
-	}
-	for k, v := range gpu.CUDAEnv(devs) {
-		extra[k] = v
-	}
-	// The marker every process of this engine inherits: the next daemon's
-	// start-up sweep finds the workers by it once the leader is gone.
-	token := pidrec.NewToken()
-	extra[pidrec.EnvVar] = pidrec.EnvValue(cfg.ID, token)
-	spec := engine.Spec{PoolID: cfg.ID, Argv: argv, Env: engine.CleanEnv(os.Environ(), extra), Sink: a.sink}
-	if cfg.User != "" {
-		if spec.Credential, err = engine.LookupCredential(cfg.User); err != nil {
-			return nil, "", fmt.Errorf("user %q: %w", cfg.User, err)
-		}
-	}
-	proc, err := engine.Start(spec)
-	if err != nil {
-		return nil, "", err // engine.Start names the pool, the program and the cause
-	}
-	if a.d.StateDir != "" {
-		if err := pidrec.Write(a.d.StateDir, cfg.ID, proc.Pid(), proc.Pid(), argv[0], token); err != nil {
-			a.log.Warn("pidrec.write_failed", "pid", proc.Pid(), "err", err)
-		}
-	}
-	return proc, "http://" + net.JoinHostPort(cfg.Host, strconv.Itoa(port)), nil
+	return engine.Launch(engine.LaunchSpec{
+		PoolID: cfg.ID, Command: cfg.Command, Env: cfg.Env, ExtraEnv: gpu.CUDAEnv(devs),
+		Host: cfg.Host, Port: cfg.Port, ModelRef: cfg.ModelRef, SelfExe: a.d.SelfExe, User: cfg.User,
+		StateDir: a.d.StateDir, Cgroups: a.d.Cgroups, Sink: a.sink, Logger: a.log,
+	})
 }
 
 // pollReadiness probes until the engine answers 2xx, the engine exits or the
@@ -213,6 +165,7 @@ func (a *pool) onSpawned(m *spawned) {
 	a.spawns++
 	pid := m.proc.Pid()
 	a.st.PID, a.st.URL, a.st.Live = &pid, ptr(m.url), true
+	a.st.Containment = m.proc.Containment()
 	a.st.StartedAtMS = ptr(m.proc.StartedAt().UnixMilli())
 	if m.devices != nil {
 		a.st.Devices = m.devices
@@ -222,13 +175,11 @@ func (a *pool) onSpawned(m *spawned) {
 		"engine_version", a.cfg.EngineVersion, "restart_count", a.st.RestartCount)
 }
 
-// stopProc stops an engine and removes its pid record; it runs in a goroutine.
+// stopProc stops an engine; it runs in a goroutine. The engine's Stop also
+// kills whatever it left (its cgroup, or every process carrying its marker)
+// and removes its pid record once nothing is left.
 func (a *pool) stopProc(p *engine.Process, grace time.Duration) engine.Exit {
-	ex := p.Stop(grace)
-	if a.d.StateDir != "" {
-		_ = pidrec.Remove(a.d.StateDir, a.id, p.Pid())
-	}
-	return ex
+	return p.Stop(grace)
 }
 
 func (a *pool) becomeReady() {
@@ -470,11 +421,8 @@ func (a *pool) shutdownNow() {
 		p.Kill()
 		select {
 		case <-p.Done():
-		case <-time.After(killWait):
+		case <-time.After(killWait): // its pid record stays for the next start-up sweep
 			a.log.Error("engine.kill_timeout", "pid", p.Pid())
-		}
-		if a.d.StateDir != "" {
-			_ = pidrec.Remove(a.d.StateDir, a.id, p.Pid())
 		}
 		a.proc = nil
 	}

@@ -68,6 +68,11 @@ type PoolStatus struct {
 	LastReload          *ReloadInfo   `json:"last_reload"`
 	Reloading           bool          `json:"reloading"`
 	EngineMetrics       *EngineMetric `json:"engine_metrics"`
+	// Containment is what keeps the engine's processes from outliving it:
+	// "cgroup" (a cgroup v2 of its own, emptied with cgroup.kill) or
+	// "marker" (every process carrying its environment marker is killed).
+	// Before the first start it is what the next start will use.
+	Containment string `json:"containment"`
 }
 
 // EngineMetric is what the daemon scraped from the engine's own metrics.

@@ -23,6 +23,7 @@
 //	listen: 127.0.0.1:9200           # or unix:/abs/path
 //	shutdown_deadline: 30s
 //	state_dir: ""                    # no path is invented here; see Config.StateDir
+//	cgroup_parent: auto              # auto | off | /sys/fs/cgroup/<path>; see Config.CgroupParent
 //	auth: {token_file: ""}           # POOL_MANAGERD_TOKEN may supply the token instead
 //	log: {format: json, level: info}
 //	gpu: {require_nvidia: true, min_driver_version: ""}

@@ -84,7 +84,7 @@ var driverVersionRE = regexp.MustCompile(`^[0-9]+(\.[0-9]+)*$`)
 
 func (d *decoder) config(root *yaml.Node) *Config {
 	c := defaultConfig()
-	b := d.fields(root, "", "listen", "shutdown_deadline", "auth", "state_dir", "log", "gpu", "defaults", "pools")
+	b := d.fields(root, "", "listen", "shutdown_deadline", "auth", "state_dir", "cgroup_parent", "log", "gpu", "defaults", "pools")
 
 	if d.strAt(b, "", "listen", &c.Listen) {
 		if err := CheckListen(c.Listen); err != nil {
@@ -94,6 +94,11 @@ func (d *decoder) config(root *yaml.Node) *Config {
 	d.durAt(b, "", "shutdown_deadline", false, &c.ShutdownDeadline)
 	if d.strAt(b, "", "state_dir", &c.StateDir) && !filepath.IsAbs(c.StateDir) {
 		d.addf(b["state_dir"].Line, "state_dir", "must be an absolute path, not %q", c.StateDir)
+	}
+	if d.strAt(b, "", "cgroup_parent", &c.CgroupParent) {
+		if v := c.CgroupParent; v != "auto" && v != "off" && (!filepath.IsAbs(v) || filepath.Clean(v) != v) {
+			d.addf(b["cgroup_parent"].Line, "cgroup_parent", "must be auto, off or a clean absolute path under the cgroup2 mount, not %q", v)
+		}
 	}
 	if v, ok := b["auth"]; ok {
 		a := d.fields(v, "auth", "token_file")

@@ -10,9 +10,14 @@ type Config struct {
 	ShutdownDeadline time.Duration // SIGTERM: how long pools may drain
 	Auth             Auth
 	StateDir         string // pid records for the orphan sweep; "" disables records
-	Log              Log
-	GPU              GPU
-	Pools            []Pool // in file order; ids unique
+	// CgroupParent is where each engine gets a cgroup v2 of its own: "" or
+	// "auto" (the daemon's own cgroup when it may write it, e.g. systemd
+	// Delegate=yes), "off" (no cgroups: the environment marker only), or an
+	// absolute path below the cgroup2 mount.
+	CgroupParent string
+	Log          Log
+	GPU          GPU
+	Pools        []Pool // in file order; ids unique
 }
 
 // Auth configures the API bearer token. Secrets never come from the YAML itself:

@@ -12,9 +12,10 @@ import (
 
 // Exit says how a process ended.
 type Exit struct {
-	Code   int    // exit status; -1 when killed by a signal
-	Signal string // "SIGKILL" etc; "" when it exited normally
-	At     time.Time
+	Code      int    // exit status; -1 when killed by a signal
+	Signal    string // "SIGKILL" etc; "" when it exited normally
+	At        time.Time
+	OOMKilled bool // the kernel's OOM killer ended a process of this engine (cgroup memory.events oom_kill rose)
 }
 
 // String is "exit code 3" or "killed by SIGKILL".

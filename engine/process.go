@@ -13,6 +13,11 @@
 //	                                      orphans of the group reaped (when we
 //	                                         │      are pid 1 or a subreaper)
 //	                                         ▼
+//	                                      contained processes gone (Launch only:
+//	                                         │      cgroup.kill + "populated 0" + rmdir,
+//	                                         │      or every marked process SIGKILLed);
+//	                                         │      pid record removed once none is left
+//	                                         ▼
 //	                                      Done closed, Exit valid
 //
 // Stop and Kill only ever signal the group while its leader is unreaped: a
@@ -24,6 +29,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"runtime"
@@ -32,6 +38,9 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
+
+	"github.com/pool-managerd/pool-managerd/engine/cgroup"
+	"github.com/pool-managerd/pool-managerd/engine/pidrec"
 )
 
 // pipeCloseDelay is cmd.WaitDelay: how long Wait keeps reading stdout/stderr
@@ -51,6 +60,29 @@ const orphanReapWindow = time.Second
 
 // orphanReapPoll is the pause between two non-blocking reaps in that window.
 const orphanReapPoll = 5 * time.Millisecond
+
+// containWait bounds how long the end of an engine waits for its contained
+// processes (its cgroup, or the processes carrying its marker) to die after
+// SIGKILL. Only a process stuck in uninterruptible sleep takes longer; its
+// pid record is then kept for the next start-up sweep.
+const containWait = 10 * time.Second
+
+// Containment kinds (Process.Containment).
+const (
+	ContainCgroup = "cgroup" // the engine's own cgroup v2: cgroup.kill takes everything
+	ContainMarker = "marker" // the environment marker: every process carrying it is killed
+	ContainGroup  = "group"  // plain Start: the process group only
+)
+
+// containment is what Launch adds to a plain Start.
+type containment struct {
+	poolID   string
+	cg       *cgroup.Cgroup // the engine's own cgroup; nil: none
+	token    string         // pidrec marker token (already in the environment)
+	stateDir string         // where the pid record lives; "" none
+	argv0    string
+	logger   *slog.Logger
+}
 
 // Spec describes one engine process.
 type Spec struct {
@@ -86,6 +118,9 @@ type Process struct {
 	mu       sync.Mutex // guards reaped and termSent; held while signalling
 	reaped   bool       // the leader has been (or is being) reaped: never signal -pid again
 	termSent bool       // SIGTERM goes out once, however many Stops there are
+
+	cont *containment   // nil for a plain Start
+	cg   *cgroup.Cgroup // the cgroup the process really runs in; nil: none
 }
 
 // Start forks and execs spec.Argv in a new process group with
@@ -99,7 +134,9 @@ type Process struct {
 // (even by SIGKILL) the thread dies with it and the kernel SIGKILLs the
 // engine. Grandchildren do not inherit Pdeathsig; the group SIGKILL and the
 // daemon's pid records cover them.
-func Start(spec Spec) (*Process, error) {
+func Start(spec Spec) (*Process, error) { return start(spec, nil) }
+
+func start(spec Spec, cont *containment) (*Process, error) {
 	if len(spec.Argv) == 0 || spec.Argv[0] == "" {
 		return nil, errors.New("engine: start: empty argv")
 	}
@@ -107,24 +144,27 @@ func Start(spec Spec) (*Process, error) {
 	if env == nil {
 		env = CleanEnv(os.Environ(), nil)
 	}
-	p := &Process{sink: spec.Sink, done: make(chan struct{})}
+	p := &Process{sink: spec.Sink, done: make(chan struct{}), cont: cont}
 	p.stdout = &lineWriter{stream: StreamStdout, sink: spec.Sink, activity: &p.lastActivity}
 	p.stderr = &lineWriter{stream: StreamStderr, sink: spec.Sink, activity: &p.lastActivity}
 
-	cmd := exec.Command(spec.Argv[0], spec.Argv[1:]...)
-	cmd.Env = env
-	cmd.Dir = spec.Dir
-	cmd.Stdout = p.stdout // not *os.File: exec makes the pipes and copies, bounded by WaitDelay
-	cmd.Stderr = p.stderr
-	cmd.WaitDelay = pipeCloseDelay
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid:    true,
-		Pdeathsig:  syscall.SIGKILL,
-		Credential: spec.Credential,
+	newCmd := func() *exec.Cmd {
+		cmd := exec.Command(spec.Argv[0], spec.Argv[1:]...)
+		cmd.Env = env
+		cmd.Dir = spec.Dir
+		cmd.Stdout = p.stdout // not *os.File: exec makes the pipes and copies, bounded by WaitDelay
+		cmd.Stderr = p.stderr
+		cmd.WaitDelay = pipeCloseDelay
+		cmd.SysProcAttr = &syscall.SysProcAttr{
+			Setpgid:    true,
+			Pdeathsig:  syscall.SIGKILL,
+			Credential: spec.Credential,
+		}
+		return cmd
 	}
 
 	started := make(chan error, 1)
-	go p.supervise(cmd, started)
+	go p.supervise(newCmd, started)
 	if err := <-started; err != nil {
 		if spec.PoolID != "" {
 			return nil, fmt.Errorf("engine: pool %s: start %s: %w", spec.PoolID, spec.Argv[0], err)
@@ -135,16 +175,19 @@ func Start(spec Spec) (*Process, error) {
 }
 
 // supervise forks, waits and reaps, all on one locked OS thread (see Start).
-func (p *Process) supervise(cmd *exec.Cmd, started chan<- error) {
+func (p *Process) supervise(newCmd func() *exec.Cmd, started chan<- error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread() // only after the reap: the thread may go back to the pool
-	if err := cmd.Start(); err != nil {
+	cmd, err := p.fork(newCmd)
+	if err != nil {
+		p.dropCgroup()
 		started <- err
 		return
 	}
 	p.pid = cmd.Process.Pid
 	p.startedAt = time.Now()
 	p.lastActivity.Store(p.startedAt.UnixNano())
+	p.record(cmd)
 	started <- nil
 
 	waitExited(p.pid) // leader is a zombie now (or waitid failed; Wait copes)
@@ -153,8 +196,11 @@ func (p *Process) supervise(cmd *exec.Cmd, started chan<- error) {
 	_ = syscall.Kill(-p.pid, syscall.SIGKILL) // no grandchild survives its engine
 	p.reaped = true
 	p.mu.Unlock()
+	// Whatever left the group goes now too, before the pipes are drained:
+	// an escapee holding them would otherwise cost the whole WaitDelay.
+	left := p.killContained()
 
-	err := cmd.Wait() // reaps, then drains the pipes (bounded by WaitDelay)
+	err = cmd.Wait() // reaps, then drains the pipes (bounded by WaitDelay)
 	p.stdout.flush()
 	p.stderr.flush()
 	p.sink.reportDrops()
@@ -164,8 +210,163 @@ func (p *Process) supervise(cmd *exec.Cmd, started chan<- error) {
 			"pid", p.pid, "wait_delay", pipeCloseDelay)
 	}
 	reapGroupOrphans(p.pid)
-	p.exit = exitFromState(cmd.ProcessState, exitedAt)
+	ex := exitFromState(cmd.ProcessState, exitedAt)
+	ex.OOMKilled = p.finishContained(left)
+	p.exit = ex
 	close(p.done)
+}
+
+// fork starts the command, into the engine's cgroup when it has one:
+// clone3 with CLONE_INTO_CGROUP, so not even the first instruction of the
+// engine runs outside it. Should that fail (an old kernel, a seccomp filter
+// refusing clone3), the command is started plainly and moved into the
+// cgroup right after; a second failure is the command's own (a bad path),
+// and is returned.
+func (p *Process) fork(newCmd func() *exec.Cmd) (*exec.Cmd, error) {
+	cg := p.contCgroup()
+	if cg == nil {
+		cmd := newCmd()
+		return cmd, cmd.Start()
+	}
+	if fd, err := cg.OpenFD(); err == nil {
+		cmd := newCmd()
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = int(fd.Fd())
+		err := cmd.Start()
+		fd.Close()
+		if err == nil {
+			p.cg = cg
+			return cmd, nil
+		}
+		p.cont.logger.Debug("engine.clone_into_cgroup_failed", "cgroup", cg.Path, "err", err)
+	}
+	cmd := newCmd()
+	if err := cmd.Start(); err != nil {
+		return cmd, err
+	}
+	if err := cg.Add(cmd.Process.Pid); err != nil {
+		p.cont.logger.Warn("engine.cgroup_unavailable", "cgroup", cg.Path, "err", err, "containment", ContainMarker)
+		return cmd, nil // dropCgroup happens at the end, with nothing in it
+	}
+	p.cg = cg
+	return cmd, nil
+}
+
+func (p *Process) contCgroup() *cgroup.Cgroup {
+	if p.cont == nil {
+		return nil
+	}
+	return p.cont.cg
+}
+
+// dropCgroup removes a created cgroup the process never ran in.
+func (p *Process) dropCgroup() {
+	if cg := p.contCgroup(); cg != nil && p.cg == nil {
+		_ = cg.Remove()
+	}
+}
+
+// record writes the pid record of a Launched engine (before Start returns,
+// so the end of the engine can never race its writing).
+func (p *Process) record(cmd *exec.Cmd) {
+	c := p.cont
+	if c == nil || c.stateDir == "" {
+		return
+	}
+	r := pidrec.Record{PoolID: c.poolID, PID: p.pid, PGID: p.pid, Argv0: c.argv0, Token: c.token}
+	if p.cg != nil {
+		r.Cgroup = p.cg.Path
+	}
+	if err := pidrec.Save(c.stateDir, r); err != nil {
+		c.logger.Warn("pidrec.write_failed", "pid", p.pid, "err", err)
+	}
+}
+
+// killContained SIGKILLs what the engine started outside its process group,
+// once the leader has exited: cgroup.kill, or every process carrying the
+// marker. It returns how many marked processes are still alive (0 with a
+// cgroup: finishContained waits for that).
+func (p *Process) killContained() int {
+	c := p.cont
+	switch {
+	case c == nil:
+		return 0
+	case p.cg != nil:
+		if err := p.cg.Kill(); err != nil {
+			c.logger.Warn("engine.cgroup_kill_failed", "cgroup", p.cg.Path, "err", err)
+		}
+		return 0
+	default:
+		return pidrec.KillMarked(c.poolID, c.token, containWait, p.reapOrphan, c.logger)
+	}
+}
+
+// finishContained runs after the leader was reaped: it waits (bounded by
+// containWait) until the cgroup is empty and removes it, removes the pid
+// record once nothing of the engine is left (and keeps it otherwise, for
+// the next start-up sweep), and reports whether the kernel's OOM killer
+// ended a process of the engine.
+func (p *Process) finishContained(markedLeft int) (oom bool) {
+	c := p.cont
+	if c == nil {
+		return false
+	}
+	left := markedLeft > 0
+	if p.cg != nil {
+		if !p.cg.WaitEmpty(containWait, p.reapOrphan) {
+			left = true
+			c.logger.Error("engine.cgroup_not_empty", "pid", p.pid, "cgroup", p.cg.Path, "wait", containWait)
+		} else {
+			oom = p.cg.OOMKills() > 0
+			if err := p.cg.Remove(); err != nil {
+				c.logger.Warn("engine.cgroup_remove_failed", "cgroup", p.cg.Path, "err", err)
+			}
+		}
+	} else {
+		p.dropCgroup()
+	}
+	if left {
+		c.logger.Error("engine.processes_left", "pid", p.pid, "marked_alive", markedLeft,
+			"note", "pid record kept for the next start-up sweep")
+		return oom
+	}
+	if c.stateDir != "" {
+		if err := pidrec.Remove(c.stateDir, c.poolID, p.pid); err != nil {
+			c.logger.Warn("pidrec.remove_failed", "pid", p.pid, "err", err)
+		}
+	}
+	return oom
+}
+
+// reapOrphan reaps pid when it is an exited process re-parented to us (we
+// are pid 1 or a subreaper); never the leader, whose status cmd.Wait takes.
+func (p *Process) reapOrphan(pid int) {
+	if pid == p.pid || !reapsOrphans() {
+		return
+	}
+	var ws syscall.WaitStatus
+	_, _ = syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+}
+
+// Containment says what keeps this engine's processes from outliving it:
+// ContainCgroup, ContainMarker (Launch without a usable cgroup) or
+// ContainGroup (a plain Start).
+func (p *Process) Containment() string {
+	switch {
+	case p.cg != nil:
+		return ContainCgroup
+	case p.cont != nil && p.cont.token != "":
+		return ContainMarker
+	}
+	return ContainGroup
+}
+
+// Cgroup is the engine's cgroup directory; "" when it has none.
+func (p *Process) Cgroup() string {
+	if p.cg == nil {
+		return ""
+	}
+	return p.cg.Path
 }
 
 // waitExited blocks until the leader has exited without reaping it
@@ -261,8 +462,11 @@ func (p *Process) LastLine(stream string) string {
 	return ""
 }
 
-// Stop sends SIGTERM to the group, waits up to grace for the leader to exit,
-// then SIGKILLs the group and waits for Done. The group is always SIGKILLed
+// Stop sends SIGTERM to the group, and SIGCONT right after it to the group
+// and to every process of the engine's cgroup (as systemd does: a stopped,
+// SIGSTOPped engine could not act on the SIGTERM and would cost the whole
+// grace), waits up to grace for the leader to exit, then SIGKILLs the group
+// (and the cgroup) and waits for Done. The group is always SIGKILLed
 // once the leader has exited. Stop is idempotent and safe from several
 // goroutines (SIGTERM is sent once; each caller's grace is honoured, so a
 // later Stop(0) cuts an earlier long grace short). It blocks until Done: a
@@ -272,6 +476,10 @@ func (p *Process) Stop(grace time.Duration) Exit {
 	if !p.reaped && !p.termSent {
 		p.termSent = true
 		_ = syscall.Kill(-p.pid, syscall.SIGTERM)
+		_ = syscall.Kill(-p.pid, syscall.SIGCONT)
+		if p.cg != nil {
+			p.cg.Signal(syscall.SIGCONT)
+		}
 	}
 	p.mu.Unlock()
 	if grace > 0 {
@@ -288,8 +496,14 @@ func (p *Process) Stop(grace time.Duration) Exit {
 	return p.exit
 }
 
-// Kill sends SIGKILL to the group now and returns without waiting.
-func (p *Process) Kill() { p.signalGroup(syscall.SIGKILL) }
+// Kill sends SIGKILL to the group (and cgroup.kill to the engine's cgroup)
+// now and returns without waiting.
+func (p *Process) Kill() {
+	p.signalGroup(syscall.SIGKILL)
+	if p.cg != nil {
+		_ = p.cg.Kill() // harmless once removed: the write then finds nothing
+	}
+}
 
 func (p *Process) signalGroup(sig syscall.Signal) {
 	p.mu.Lock()

@@ -22,6 +22,7 @@ import (
 	"github.com/pool-managerd/pool-managerd/actors"
 	"github.com/pool-managerd/pool-managerd/config"
 	"github.com/pool-managerd/pool-managerd/engine"
+	"github.com/pool-managerd/pool-managerd/engine/cgroup"
 	"github.com/pool-managerd/pool-managerd/engine/pidrec"
 	"github.com/pool-managerd/pool-managerd/gpu"
 	"github.com/pool-managerd/pool-managerd/supervisor/sdnotify"
@@ -79,6 +80,8 @@ type Daemon struct {
 	hurryMu  sync.Mutex
 	hurried  bool
 	stopping []*actor.PID
+
+	cgroups *cgroup.Parent // engines' cgroup parent; nil = marker containment
 }
 
 // New builds a daemon; nothing runs until Start.
@@ -95,8 +98,24 @@ func New(o Options) (*Daemon, error) {
 	if err := CheckUsers(o.Config.Pools); err != nil {
 		return nil, err
 	}
+	if dir := o.Config.StateDir; dir != "" {
+		// Created 0700; refused when others could plant records in it
+		// (a planted record would have the daemon SIGKILL what it names).
+		if err := pidrec.PrepareDir(dir); err != nil {
+			return nil, err
+		}
+	}
+	cgroups, err := cgroup.Setup(o.Config.CgroupParent, o.Logger.With("component", "cgroup"))
+	if err != nil {
+		return nil, err
+	}
 	d := &Daemon{opts: o, cfg: o.Config, log: o.Logger, pools: map[string]*actor.PID{}, notify: o.Notifier,
-		probe: engine.NewProbeClient(), quit: make(chan struct{}), stopped: make(chan struct{})}
+		probe: engine.NewProbeClient(), quit: make(chan struct{}), stopped: make(chan struct{}), cgroups: cgroups}
+	containment := engine.ContainMarker
+	if cgroups != nil {
+		containment = engine.ContainCgroup
+	}
+	d.log.Info("daemon.containment", "kind", containment, "cgroup_parent", cgroupPath(cgroups))
 	d.metrics = NewMetrics(d.snapshot)
 	d.guard = o.Guard
 	if d.guard == nil {
@@ -104,6 +123,23 @@ func New(o Options) (*Daemon, error) {
 			Logger: o.Logger.With("component", "gpu"), OnXID: d.metrics.XID})
 	}
 	return d, nil
+}
+
+func cgroupPath(p *cgroup.Parent) string {
+	if p == nil {
+		return ""
+	}
+	return p.Path
+}
+
+// CheckStateDir is the -check-config side of the start's state_dir check:
+// a state_dir others could write (or not owned by the daemon's user) is
+// refused. A missing one is fine: the start creates it 0700.
+func CheckStateDir(cfg *config.Config) error {
+	if cfg.StateDir == "" {
+		return nil
+	}
+	return pidrec.CheckDir(cfg.StateDir)
 }
 
 // CheckUsers refuses pools whose `user:` the daemon cannot apply (unknown
@@ -222,7 +258,7 @@ func (d *Daemon) awaitRegistered() {
 
 func (d *Daemon) spawnPool(p config.Pool) {
 	props := actors.NewPoolProps(p, actors.PoolDeps{Registry: d.reg, Guard: d.guard, Clock: d.opts.Clock,
-		Logger: d.log, SelfExe: d.opts.SelfExe, StateDir: d.cfg.StateDir, ProbeClient: d.probe,
+		Logger: d.log, SelfExe: d.opts.SelfExe, StateDir: d.cfg.StateDir, Cgroups: d.cgroups, ProbeClient: d.probe,
 		Observer: d.metrics, OnLogDrop: d.metrics.LogDropped})
 	pid, err := d.sys.Root.SpawnNamed(props, "pool/"+p.ID)
 	if err != nil {

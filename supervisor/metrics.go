@@ -114,6 +114,9 @@ var (
 	descReady  = prometheus.NewDesc(ns+"_pool_ready", "1 when the pool is ready.", []string{"pool_id", "engine", "engine_version"}, nil)
 	descLeases = prometheus.NewDesc(ns+"_active_leases", "Leases held on the pool.", []string{"pool_id"}, nil)
 	descFree   = prometheus.NewDesc(ns+"_gpu_memory_free_bytes", "Free memory of each GPU a pool uses, as last seen by the guardrail.", []string{"uuid"}, nil)
+	// descContain is 1 for the pool's containment: "cgroup" (a cgroup v2 of
+	// its own per engine) or "marker" (the environment marker only).
+	descContain = prometheus.NewDesc(ns+"_pool_containment", "1 for the containment of the pool's engines: cgroup or marker.", []string{"pool_id", "kind"}, nil)
 )
 
 // stateCollector reads current state from the registry at scrape time.
@@ -124,6 +127,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descReady
 	ch <- descLeases
 	ch <- descFree
+	ch <- descContain
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -148,6 +152,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, r, p.PoolID, p.Engine, p.EngineVersion)
 		ch <- prometheus.MustNewConstMetric(descLeases, prometheus.GaugeValue, float64(p.ActiveLeases), p.PoolID)
+		if p.Containment != "" {
+			ch <- prometheus.MustNewConstMetric(descContain, prometheus.GaugeValue, 1, p.PoolID, p.Containment)
+		}
 		for _, d := range p.Devices {
 			if d.UUID != "" && !seen[d.UUID] {
 				seen[d.UUID] = true

@@ -63,6 +63,7 @@ func (d *Daemon) Reconfigure(next *config.Config) Change {
 	}{
 		{"listen", d.cfg.Listen == next.Listen}, {"log", d.cfg.Log == next.Log}, {"auth", d.cfg.Auth == next.Auth},
 		{"state_dir", d.cfg.StateDir == next.StateDir}, {"gpu", d.cfg.GPU == next.GPU},
+		{"cgroup_parent", d.cfg.CgroupParent == next.CgroupParent},
 	} {
 		if !restartOnly.same {
 			d.log.Warn("config.needs_restart", "key", restartOnly.name, "detail", "this setting is applied only at start; the running value is kept")
@@ -71,6 +72,7 @@ func (d *Daemon) Reconfigure(next *config.Config) Change {
 	kept := *next
 	kept.Pools = applied
 	kept.Listen, kept.Log, kept.Auth, kept.StateDir, kept.GPU = d.cfg.Listen, d.cfg.Log, d.cfg.Auth, d.cfg.StateDir, d.cfg.GPU
+	kept.CgroupParent = d.cfg.CgroupParent
 	d.cfg = &kept
 	d.log.Info("config.reloaded", "added", ch.Added, "removed", ch.Removed, "changed", ch.Changed,
 		"refused", ch.Refused, "unchanged", len(ch.Unchanged))

@@ -162,6 +162,9 @@ func startProblems(cfg *config.Config) (token string, probs []problem) {
 	} else if token == "" && !badAddr && !config.IsLoopback(cfg.Listen) {
 		probs = append(probs, problem{msg: fmt.Sprintf("refusing to listen on non-loopback %s without an API token (set POOL_MANAGERD_TOKEN or auth.token_file)", cfg.Listen)})
 	}
+	if err := supervisor.CheckStateDir(cfg); err != nil {
+		probs = append(probs, problem{msg: err.Error()})
+	}
 	for _, p := range cfg.Pools {
 		if err := supervisor.CheckUsers([]config.Pool{p}); err != nil {
 			probs = append(probs, problem{line: p.Line, msg: err.Error()})

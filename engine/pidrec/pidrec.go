@@ -35,6 +35,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -45,7 +46,8 @@ type Record struct {
 	PGID       int       `json:"pgid"`
 	StartTime  uint64    `json:"start_time"` // /proc/PID/stat field 22: clock ticks since boot
 	Argv0      string    `json:"argv0"`
-	Token      string    `json:"token,omitempty"` // the engine's marker token; "" in records from before markers
+	Token      string    `json:"token,omitempty"`  // the engine's marker token; "" in records from before markers
+	Cgroup     string    `json:"cgroup,omitempty"` // the engine's own cgroup v2 directory; "" when it had none
 	BootID     string    `json:"boot_id"`
 	RecordedAt time.Time `json:"recorded_at"` // for operators reading the file
 }
@@ -81,7 +83,13 @@ const (
 // rename). There is no fsync: a power loss means a reboot, and records from
 // an earlier boot are stale anyway.
 func Write(stateDir, poolID string, pid, pgid int, argv0, token string) error {
-	start, err := StartTime(pid)
+	return Save(stateDir, Record{PoolID: poolID, PID: pid, PGID: pgid, Argv0: argv0, Token: token})
+}
+
+// Save is Write with every field of r given (Cgroup too); it fills in
+// StartTime, BootID and RecordedAt.
+func Save(stateDir string, r Record) error {
+	start, err := StartTime(r.PID)
 	if err != nil {
 		return err
 	}
@@ -89,10 +97,8 @@ func Write(stateDir, poolID string, pid, pgid int, argv0, token string) error {
 	if err != nil {
 		return err
 	}
-	return writeRecord(stateDir, Record{
-		PoolID: poolID, PID: pid, PGID: pgid, StartTime: start,
-		Argv0: argv0, BootID: boot, Token: token, RecordedAt: time.Now().UTC(),
-	})
+	r.StartTime, r.BootID, r.RecordedAt = start, boot, time.Now().UTC()
+	return writeRecord(stateDir, r)
 }
 
 func writeRecord(stateDir string, r Record) error {
@@ -134,6 +140,42 @@ func Remove(stateDir, poolID string, pid int) error {
 	}
 	if err := os.Remove(filepath.Join(stateDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("pidrec: %w", err)
+	}
+	return nil
+}
+
+// PrepareDir creates stateDir (mode 0700) if it is missing and checks that
+// it may be trusted (CheckDir).
+func PrepareDir(stateDir string) error {
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return fmt.Errorf("state_dir %s: %w", stateDir, err)
+	}
+	return CheckDir(stateDir)
+}
+
+// CheckDir refuses a state_dir that someone other than the daemon's user
+// could plant records in: it must be a directory (not a symlink) owned by
+// the daemon's effective uid and writable by neither group nor others. A
+// planted record would otherwise make the daemon SIGKILL the process it
+// names. A missing dir is fine (nothing to trust yet).
+func CheckDir(stateDir string) error {
+	fi, err := os.Lstat(stateDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("state_dir %s: %w", stateDir, err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.IsDir():
+		return fmt.Errorf("state_dir %s: not a directory (%s)", stateDir, fi.Mode().Type())
+	case !ok:
+		return fmt.Errorf("state_dir %s: no owner information", stateDir)
+	case int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("state_dir %s: owned by uid %d, not the daemon's uid %d", stateDir, st.Uid, os.Geteuid())
+	case fi.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("state_dir %s: mode %04o lets group or others write it; chmod 0700", stateDir, fi.Mode().Perm())
 	}
 	return nil
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pool-managerd/pool-managerd/engine/cgroup"
 )
 
 const (
@@ -38,13 +40,26 @@ const (
 // killWait) for everything it killed to die. Every record is removed once
 // handled; corrupt ones are logged and removed.
 //
+// A record that names a cgroup (Record.Cgroup) has that cgroup killed
+// (cgroup.kill), waited for until empty and removed first, whatever became
+// of its leader: that takes every process the engine started.
+//
+// Trust: a state_dir that fails CheckDir is refused whole (nothing is
+// killed, err says why), and a record file not owned by the daemon's uid, or
+// writable by group or others, is ignored with a warning and left in place:
+// only the daemon itself can have written a record it acts on.
+//
 // killed counts the processes signalled one by one: engine leaders, and
-// marked workers not already reached through a verified leader's group. err
-// is non-nil only when state_dir cannot be read; a missing state_dir is a
-// no-op.
+// marked workers not already reached through a verified leader's group, and
+// the processes of killed cgroups. err is non-nil only when state_dir cannot
+// be read or is not trusted; a missing state_dir is a no-op.
 func Sweep(stateDir string, logger *slog.Logger) (killed int, err error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := CheckDir(stateDir); err != nil {
+		logger.Warn("pid records ignored: state_dir not trusted", "err", err)
+		return 0, fmt.Errorf("pidrec: sweep: %w", err)
 	}
 	entries, err := os.ReadDir(stateDir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -70,7 +85,14 @@ func Sweep(stateDir string, logger *slog.Logger) (killed int, err error) {
 		case !strings.HasSuffix(e.Name(), recordExt):
 			continue
 		}
+		if err := trustedFile(path); err != nil {
+			logger.Warn("pid record ignored: not trusted", "path", path, "err", err)
+			continue
+		}
 		r, v := handle(path, boot, logger)
+		if v.current && r.Cgroup != "" {
+			killed += killCgroup(r, logger)
+		}
 		if v.killed {
 			victims = append(victims, victim{poolID: r.PoolID, pid: r.PID, start: r.StartTime})
 			killed++
@@ -85,6 +107,76 @@ func Sweep(stateDir string, logger *slog.Logger) (killed int, err error) {
 	killed += n
 	waitGone(victims, time.Now().Add(killWait), logger)
 	return killed, nil
+}
+
+// trustedFile checks that a record file is a regular file owned by the
+// daemon's uid and writable by nobody else.
+func trustedFile(path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
+	case !ok:
+		return errors.New("no owner information")
+	case int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("owned by uid %d, not the daemon's uid %d", st.Uid, os.Geteuid())
+	case fi.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("mode %04o lets group or others write it", fi.Mode().Perm())
+	}
+	return nil
+}
+
+// killCgroup kills, empties and removes the cgroup a record of this boot
+// names, and returns how many processes were in it.
+func killCgroup(r Record, logger *slog.Logger) int {
+	log := logger.With("pool_id", r.PoolID, "cgroup", r.Cgroup)
+	if err := cgroup.ValidEnginePath(r.Cgroup); err != nil {
+		log.Warn("pid record cgroup ignored", "err", err)
+		return 0
+	}
+	cg := cgroup.Open(r.Cgroup)
+	if _, err := os.Stat(r.Cgroup); err != nil {
+		return 0 // removed already: its engine was stopped completely
+	}
+	n := len(cg.Procs())
+	if err := cg.Kill(); err != nil {
+		log.Warn("orphan engine cgroup kill failed", "err", err)
+		return 0
+	}
+	if !cg.WaitEmpty(killWait, nil) {
+		log.Warn("orphan engine cgroup still populated after cgroup.kill", "wait", killWait)
+		return n
+	}
+	if err := cg.Remove(); err != nil {
+		log.Warn("orphan engine cgroup not removed", "err", err)
+	}
+	if n > 0 {
+		log.Warn("orphan engine cgroup killed", "processes", n)
+	}
+	return n
+}
+
+// KillMarked SIGKILLs every process (outside the daemon's own process group)
+// whose environment holds the marker of engine (poolID, token), waits up to
+// wait for them to die, and returns how many still live. reap, when not nil,
+// is called with each victim's pid while waiting (a subreaper daemon reaps
+// the ones re-parented to it). The engine package calls it after every stop
+// of an engine without a cgroup: whatever left the engine's process group
+// (setsid, setpgid, a daemonizing double fork) still carries the marker.
+func KillMarked(poolID, token string, wait time.Duration, reap func(pid int), logger *slog.Logger) (left int) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if token == "" {
+		return 0
+	}
+	marked := map[string]markedEngine{marker(poolID, token): {Record: Record{PoolID: poolID}}}
+	victims, _ := killMarked(marked, logger)
+	return len(waitGoneReap(victims, time.Now().Add(wait), reap, logger))
 }
 
 // verdict is what handle did with one record.
@@ -289,9 +381,18 @@ type victim struct {
 // gone: it holds no memory and its parent, or init, reaps it) or the
 // deadline.
 func waitGone(victims []victim, deadline time.Time, logger *slog.Logger) {
+	waitGoneReap(victims, deadline, nil, logger)
+}
+
+// waitGoneReap is waitGone, calling reap (when not nil) with each pid still
+// waited for, and returns those still alive at the deadline.
+func waitGoneReap(victims []victim, deadline time.Time, reap func(pid int), logger *slog.Logger) []victim {
 	for len(victims) > 0 {
 		alive := victims[:0]
 		for _, v := range victims {
+			if reap != nil {
+				reap(v.pid)
+			}
 			st, err := readStat(v.pid)
 			if err == nil && st.StartTime == v.start && st.State != 'Z' && st.State != 'X' {
 				alive = append(alive, v)
@@ -299,16 +400,17 @@ func waitGone(victims []victim, deadline time.Time, logger *slog.Logger) {
 		}
 		victims = alive
 		if len(victims) == 0 {
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
 			for _, v := range victims {
-				logger.Warn("orphan engine still alive after SIGKILL", "pool_id", v.poolID, "pid", v.pid, "wait", killWait)
+				logger.Warn("orphan engine still alive after SIGKILL", "pool_id", v.poolID, "pid", v.pid)
 			}
-			return
+			return victims
 		}
 		time.Sleep(killPoll)
 	}
+	return nil
 }
 
 func removeFile(path string, logger *slog.Logger) {
