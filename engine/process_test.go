@@ -195,8 +195,10 @@ func TestCrashKillsForkedChildren(t *testing.T) {
 	}
 }
 
-// TestWaitDelayBackstop: a child that left the process group keeps the pipes
-// open; Done must still close, once WaitDelay gives up on the pipes.
+// TestWaitDelayBackstop: a plain Start has no containment beyond the
+// process group, so a child that left the group keeps the pipes open; Done
+// must still close, once WaitDelay gives up on the pipes. (Launch kills such
+// a child: TestLaunchKillsEscapedPipeHolder.)
 func TestWaitDelayBackstop(t *testing.T) {
 	t.Parallel()
 	var logs logBuffer
@@ -217,15 +219,47 @@ func TestWaitDelayBackstop(t *testing.T) {
 	if d := time.Since(start); d < time.Second {
 		t.Fatalf("Done after %v: the escaped child did not hold the pipes, the test proves nothing", d)
 	}
-	if err := syscall.Kill(escaped, 0); err != nil {
-		t.Fatalf("escaped child %d should still run (it left the group): %v", escaped, err)
-	}
 	warned := false
 	for _, r := range logs.records(t) {
 		warned = warned || strings.Contains(fmt.Sprint(r["msg"]), "pipes still held open")
 	}
 	if !warned {
 		t.Fatal("no warning logged about the pipes held open")
+	}
+}
+
+// TestLaunchKillsEscapedPipeHolder: under Launch (marker containment, no
+// cgroup) the child that left the group is killed with its engine, so it
+// neither survives nor holds the output pipes until WaitDelay gives up.
+func TestLaunchKillsEscapedPipeHolder(t *testing.T) {
+	t.Parallel()
+	var logs logBuffer
+	sink := engine.NewSink(slog.New(slog.NewJSONHandler(&logs, nil)), 100, 0, 0)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _, err := engine.Launch(engine.LaunchSpec{PoolID: "pipeholder", Sink: sink,
+		Command: []string{self, "--port", "${PORT}", "--fork-escaped-child", "--child-life", "1m"},
+		Env:     map[string]string{simEnv: "1", "GORACE": "atexit_sleep_ms=0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop(0) })
+	escaped := childPids(t, sink, 1)[0]
+	p.Kill()
+	if e := waitDone(t, p, 20*time.Second); e.Signal != "SIGKILL" {
+		t.Fatalf("exit = %v, want killed by SIGKILL", e)
+	}
+	var st syscall.WaitStatus
+	_, _ = syscall.Wait4(escaped, &st, syscall.WNOHANG, nil) // a zombie of ours, the subreaper, at most
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", escaped)); err == nil && !strings.Contains(string(b), ") Z") {
+		t.Fatalf("escaped child %d outlived its engine: %s", escaped, b)
+	}
+	for _, r := range logs.records(t) {
+		if strings.Contains(fmt.Sprint(r["msg"]), "pipes still held open") {
+			t.Fatal("the escaped child held the pipes: it was not killed with its engine")
+		}
 	}
 }
 

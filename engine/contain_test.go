@@ -1,0 +1,241 @@
+package engine_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pool-managerd/pool-managerd/engine"
+	"github.com/pool-managerd/pool-managerd/engine/cgroup"
+	"github.com/pool-managerd/pool-managerd/engine/pidrec"
+)
+
+// escapeScript is an engine whose children leave its process group every
+// way a real one's do: setsid(), setpgid(0, 0), and a daemonizing double
+// fork (Ray workers under vLLM). Then the leader waits (or, with a
+// crash_after argument, exits by itself).
+const escapeScript = `
+python3 -c 'import os,time; os.setsid(); time.sleep(1000)' &
+python3 -c 'import os,time; os.setpgid(0,0); time.sleep(1000)' &
+python3 -c '
+import os,time
+if os.fork(): os._exit(0)
+os.setsid()
+if os.fork(): os._exit(0)
+time.sleep(1000)' &
+echo started
+if [ -n "$1" ]; then sleep "$1"; exit 3; fi
+exec sleep 1000
+`
+
+// needPython skips when python3 (the escapees) is missing.
+func needPython(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 not found: the escaping children are python processes")
+	}
+}
+
+// testCgroupParent makes a cgroup parent for one test under the cgroup2
+// mount and removes it (and anything left in it) afterwards; it skips the
+// test when no cgroup can be made here.
+func testCgroupParent(t *testing.T) *cgroup.Parent {
+	t.Helper()
+	mount := cgroup.Mount()
+	if mount == "" {
+		t.Skip("no cgroup2 mount: cgroup containment cannot be tested here")
+	}
+	dir := filepath.Join(mount, fmt.Sprintf("pm-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	p, err := cgroup.Setup(dir, nil)
+	if err != nil {
+		t.Skipf("cannot create a test cgroup: %v", err)
+	}
+	t.Cleanup(func() {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if e.IsDir() {
+				cg := cgroup.Open(filepath.Join(dir, e.Name()))
+				_ = cg.Kill()
+				cg.WaitEmpty(10*time.Second, nil)
+				_ = cg.Remove()
+				t.Errorf("engine cgroup %s was left behind", e.Name())
+			}
+		}
+		_ = syscall.Rmdir(dir)
+	})
+	return p
+}
+
+// markedProcs lists the live (non-zombie) processes carrying poolID's marker,
+// whatever their session or group.
+func markedProcs(poolID string) []int { return markedOutside(poolID, 0) }
+
+// markedOutside is markedProcs without the members of process group pgid
+// (0: all of them).
+func markedOutside(poolID string, pgid int) []int {
+	prefix := []byte(pidrec.EnvVar + "=" + poolID + ":")
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil {
+			continue
+		}
+		found := false
+		for kv := range bytes.SplitSeq(env, []byte{0}) {
+			if bytes.HasPrefix(kv, prefix) {
+				found = true
+			}
+		}
+		if !found {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(stat)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:]) // f[0] is field 3 (state), f[2] field 5 (pgrp)
+		if len(f) < 3 || f[0] == "Z" || f[0] == "X" || (pgid != 0 && f[2] == strconv.Itoa(pgid)) {
+			continue
+		}
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// launchEscaper launches escapeScript and waits until its three escapees
+// run beside the leader.
+func launchEscaper(t *testing.T, poolID, stateDir string, parent *cgroup.Parent, crashAfter string) *engine.Process {
+	t.Helper()
+	needPython(t)
+	cmd := []string{"sh", "-c", escapeScript, "engine"}
+	if crashAfter != "" {
+		cmd = append(cmd, crashAfter)
+	}
+	sink := engine.NewSink(nil, 100, 0, 0)
+	p, _, err := engine.Launch(engine.LaunchSpec{PoolID: poolID, Command: cmd, StateDir: stateDir, Cgroups: parent, Sink: sink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop(0) })
+	waitFor(t, 30*time.Second, "the three escapees to start", func() bool {
+		select {
+		case <-p.Done():
+			return true // crashed already: the test's own check follows
+		default:
+		}
+		return len(markedOutside(poolID, p.Pgid())) >= 3
+	})
+	return p
+}
+
+func TestLaunchContainsEscapees(t *testing.T) {
+	for _, mode := range []string{engine.ContainCgroup, engine.ContainMarker} {
+		for _, how := range []string{"stop", "kill", "crash"} {
+			t.Run(mode+"/"+how, func(t *testing.T) {
+				t.Parallel()
+				var parent *cgroup.Parent
+				if mode == engine.ContainCgroup {
+					parent = testCgroupParent(t)
+				}
+				stateDir := t.TempDir()
+				poolID := fmt.Sprintf("esc-%s-%s-%d", mode, how, time.Now().UnixNano())
+				crash := ""
+				if how == "crash" {
+					crash = "3"
+				}
+				p := launchEscaper(t, poolID, stateDir, parent, crash)
+				if got := p.Containment(); got != mode {
+					t.Fatalf("Containment() = %q, want %q", got, mode)
+				}
+				cgPath := p.Cgroup()
+				if mode == engine.ContainCgroup {
+					if cgPath == "" {
+						t.Fatal("no cgroup path")
+					}
+					if got := cgroup.Open(cgPath).Procs(); len(got) < 4 {
+						t.Fatalf("cgroup.procs = %v, want the leader and its escapees", got)
+					}
+				}
+				recs, _ := filepath.Glob(filepath.Join(stateDir, "*.json"))
+				if len(recs) != 1 {
+					t.Fatalf("pid records = %v, want one", recs)
+				}
+				if mode == engine.ContainCgroup {
+					var r pidrec.Record
+					b, _ := os.ReadFile(recs[0])
+					if err := json.Unmarshal(b, &r); err != nil || r.Cgroup != cgPath {
+						t.Fatalf("record %s: cgroup %q, want %q (err %v)", b, r.Cgroup, cgPath, err)
+					}
+				}
+				switch how {
+				case "stop":
+					p.Stop(5 * time.Second)
+				case "kill":
+					p.Kill()
+					waitDone(t, p, 30*time.Second)
+				case "crash":
+					if e := waitDone(t, p, 30*time.Second); e.Code != 3 {
+						t.Fatalf("exit = %v, want exit code 3", e)
+					}
+				}
+				if left := markedProcs(poolID); len(left) != 0 {
+					t.Fatalf("%d processes of the engine outlived it: %v", len(left), left)
+				}
+				if cgPath != "" {
+					if _, err := os.Stat(cgPath); !os.IsNotExist(err) {
+						t.Fatalf("engine cgroup %s not removed (stat: %v)", cgPath, err)
+					}
+				}
+				if recs, _ := filepath.Glob(filepath.Join(stateDir, "*.json")); len(recs) != 0 {
+					t.Fatalf("pid records left after a complete stop: %v", recs)
+				}
+			})
+		}
+	}
+}
+
+// TestStopContinuesStoppedEngine: SIGCONT follows the SIGTERM, so a
+// SIGSTOPped engine acts on it at once instead of costing the whole grace.
+func TestStopContinuesStoppedEngine(t *testing.T) {
+	t.Parallel()
+	sink := engine.NewSink(nil, 100, 0, 0)
+	p, err := engine.Start(engine.Spec{Argv: []string{"sleep", "1000"}, Sink: sink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(-p.Pgid(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the engine to be stopped", func() bool {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid()))
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		return i > 0 && len(s) > i+2 && s[i+2] == 'T'
+	})
+	start := time.Now()
+	e := p.Stop(60 * time.Second)
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("Stop of a SIGSTOPped engine took %v: SIGTERM waited for the grace", d)
+	}
+	if e.Signal != "SIGTERM" {
+		t.Fatalf("exit = %v, want killed by SIGTERM (the SIGCONT let it act on it)", e)
+	}
+}
