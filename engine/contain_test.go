@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -237,5 +238,101 @@ func TestStopContinuesStoppedEngine(t *testing.T) {
 	}
 	if e.Signal != "SIGTERM" {
 		t.Fatalf("exit = %v, want killed by SIGTERM (the SIGCONT let it act on it)", e)
+	}
+}
+
+// launchHelper is a tiny daemon (a re-executed test binary) that launches
+// escapeScript with the state_dir and cgroup parent its environment names,
+// prints the engine's pid and waits to be SIGKILLed.
+func launchHelper() int {
+	var parent *cgroup.Parent
+	if dir := os.Getenv("POOL_MANAGERD_TEST_CGROUP"); dir != "" {
+		var err error
+		if parent, err = cgroup.Setup(dir, nil); err != nil {
+			fmt.Println("error:", err)
+			return 1
+		}
+	}
+	p, _, err := engine.Launch(engine.LaunchSpec{PoolID: os.Getenv("POOL_MANAGERD_TEST_POOL"),
+		Command: []string{"sh", "-c", escapeScript}, StateDir: os.Getenv("POOL_MANAGERD_TEST_STATE"), Cgroups: parent})
+	if err != nil {
+		fmt.Println("error:", err)
+		return 1
+	}
+	fmt.Printf("pid=%d containment=%s\n", p.Pid(), p.Containment())
+	time.Sleep(10 * time.Minute)
+	return 0
+}
+
+// TestSweepAfterDaemonSIGKILL: a daemon SIGKILLed while its engine runs
+// leaves the engine's escapees alive (Pdeathsig takes only the leader); the
+// next start-up sweep, reading the kept pid record, kills every one of them
+// (by the record's cgroup, or by the marker), and removes record and cgroup.
+func TestSweepAfterDaemonSIGKILL(t *testing.T) {
+	for _, mode := range []string{engine.ContainCgroup, engine.ContainMarker} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			needPython(t)
+			cgDir := ""
+			if mode == engine.ContainCgroup {
+				cgDir = testCgroupParent(t).Path
+			}
+			stateDir := t.TempDir()
+			poolID := fmt.Sprintf("sweep-%s-%d", mode, time.Now().UnixNano())
+			self, err := os.Executable()
+			if err != nil {
+				t.Fatal(err)
+			}
+			helper := exec.Command(self)
+			helper.Env = engine.CleanEnv(os.Environ(), map[string]string{helperEnv: "launch",
+				"POOL_MANAGERD_TEST_CGROUP": cgDir, "POOL_MANAGERD_TEST_STATE": stateDir, "POOL_MANAGERD_TEST_POOL": poolID})
+			out, err := helper.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := helper.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = helper.Process.Kill(); _ = helper.Wait() })
+			line, err := bufio.NewReader(out).ReadString('\n')
+			if err != nil || !strings.Contains(line, "containment="+mode) {
+				t.Fatalf("helper said %q (%v), want containment=%s", line, err, mode)
+			}
+			var leader int
+			if _, err := fmt.Sscanf(line, "pid=%d", &leader); err != nil {
+				t.Fatalf("helper said %q: %v", line, err)
+			}
+			waitFor(t, 30*time.Second, "the three escapees", func() bool { return len(markedOutside(poolID, leader)) >= 3 })
+			_ = helper.Process.Signal(syscall.SIGKILL)
+			_ = helper.Wait()
+			waitFor(t, 30*time.Second, "the leader to die by Pdeathsig", func() bool {
+				err := syscall.Kill(leader, 0)
+				b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", leader))
+				return err != nil || strings.Contains(string(b), ") Z")
+			})
+			if n := len(markedProcs(poolID)); n < 3 {
+				t.Fatalf("only %d escapees outlived the daemon: the test proves nothing", n)
+			}
+			if _, err := pidrec.Sweep(stateDir, nil); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 30*time.Second, "no process of the engine left", func() bool { return len(markedProcs(poolID)) == 0 })
+			if recs, _ := filepath.Glob(filepath.Join(stateDir, "*.json")); len(recs) != 0 {
+				t.Fatalf("records left after the sweep: %v", recs)
+			}
+			if cgDir != "" {
+				if es, _ := os.ReadDir(cgDir); len(es) > 0 {
+					var names []string
+					for _, e := range es {
+						if e.IsDir() {
+							names = append(names, e.Name())
+						}
+					}
+					if len(names) > 0 {
+						t.Fatalf("engine cgroups left after the sweep: %v", names)
+					}
+				}
+			}
+		})
 	}
 }

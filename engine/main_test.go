@@ -30,6 +30,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) == "spawn" {
 		os.Exit(spawnHelper())
 	}
+	if os.Getenv(helperEnv) == "launch" {
+		os.Exit(launchHelper())
+	}
 	// A child subreaper gets the SIGKILLed group's orphans, as pid 1 in a
 	// container would; the engine reaps them, so "no process left in the
 	// group" is checkable at once rather than whenever init gets round to it.

@@ -297,7 +297,7 @@ func (p *Process) killContained() int {
 		}
 		return 0
 	default:
-		return pidrec.KillMarked(c.poolID, c.token, containWait, p.reapOrphan, c.logger)
+		return pidrec.KillMarked(c.poolID, c.token, p.pid, containWait, p.reapOrphan, c.logger)
 	}
 }
 

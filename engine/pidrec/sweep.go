@@ -147,7 +147,14 @@ func killCgroup(r Record, logger *slog.Logger) int {
 		log.Warn("orphan engine cgroup kill failed", "err", err)
 		return 0
 	}
-	if !cg.WaitEmpty(killWait, nil) {
+	// Reaps the killed processes that are our children (a daemon that is
+	// pid 1 or a subreaper inherits orphans): a zombie keeps a cgroup
+	// populated. Only pids listed in this engine cgroup are ever waited for.
+	reap := func(pid int) {
+		var ws syscall.WaitStatus
+		_, _ = syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+	}
+	if !cg.WaitEmpty(killWait, reap) {
 		log.Warn("orphan engine cgroup still populated after cgroup.kill", "wait", killWait)
 		return n
 	}
@@ -167,14 +174,16 @@ func killCgroup(r Record, logger *slog.Logger) int {
 // the ones re-parented to it). The engine package calls it after every stop
 // of an engine without a cgroup: whatever left the engine's process group
 // (setsid, setpgid, a daemonizing double fork) still carries the marker.
-func KillMarked(poolID, token string, wait time.Duration, reap func(pid int), logger *slog.Logger) (left int) {
+//
+// leader is the engine's (reaped) leader pid, for the log lines.
+func KillMarked(poolID, token string, leader int, wait time.Duration, reap func(pid int), logger *slog.Logger) (left int) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	if token == "" {
 		return 0
 	}
-	marked := map[string]markedEngine{marker(poolID, token): {Record: Record{PoolID: poolID}}}
+	marked := map[string]markedEngine{marker(poolID, token): {Record: Record{PoolID: poolID, PID: leader, PGID: leader}}}
 	victims, _ := killMarked(marked, logger)
 	return len(waitGoneReap(victims, time.Now().Add(wait), reap, logger))
 }
