@@ -17,6 +17,7 @@
 //	    Code   int                // -1 when killed by a signal
 //	    Signal string             // "SIGKILL" etc, "" when exited normally
 //	    At     time.Time
+//	    OOMKilled bool            // cgroup memory.events oom_kill rose
 //	}
 //	func (e Exit) String() string  // "exit code 3" / "killed by SIGKILL"
 //
@@ -28,6 +29,14 @@
 //	func (p *Process) Stop(grace time.Duration) Exit // SIGTERM to -pgid, wait grace, SIGKILL to -pgid, wait; always SIGKILLs the group after the leader is reaped; idempotent and safe concurrently
 //	func (p *Process) Kill()                  // SIGKILL to -pgid now, non-blocking
 //	func (p *Process) LastActivity() time.Time // time of the last output line (or StartedAt)
+//	func (p *Process) Containment() string   // "cgroup" | "marker" (Launch) | "group" (plain Start)
+//
+//	type LaunchSpec struct { PoolID; Command; Env; ExtraEnv; Host; Port; ModelRef; SelfExe; User; Dir;
+//	                         StateDir; Cgroups *cgroup.Parent; Sink; Logger }
+//	func Launch(s LaunchSpec) (*Process, string, error) // one engine start as a pool runs it: port, placeholders,
+//	    // env + marker, credential, own cgroup (or marker only), pid record; the Process undoes all of it when
+//	    // its leader ends (cgroup.kill + wait empty + rmdir, or SIGKILL to every marked process; record removed
+//	    // once nothing is left). Stop also sends SIGCONT right after SIGTERM.
 //
 //	func Expand(s string, vars map[string]string) (string, error) // ${NAME} replaced anywhere inside s; unknown name -> error
 //	func ExpandAll(args []string, vars map[string]string) ([]string, error)
