@@ -134,10 +134,14 @@ func cgroupPath(p *cgroup.Parent) string {
 
 // CheckStateDir is the -check-config side of the start's state_dir check:
 // a state_dir others could write (or not owned by the daemon's user) is
-// refused. A missing one is fine: the start creates it 0700.
+// refused. A missing one is fine: the start creates it 0700; one that is not
+// a directory is left to -check-config's host warnings (and fails the start).
 func CheckStateDir(cfg *config.Config) error {
 	if cfg.StateDir == "" {
 		return nil
+	}
+	if fi, err := os.Lstat(cfg.StateDir); err != nil || !fi.IsDir() {
+		return nil // missing or unusable: the start creates it or fails (and -check-config warns)
 	}
 	return pidrec.CheckDir(cfg.StateDir)
 }

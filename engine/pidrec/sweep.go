@@ -396,6 +396,7 @@ func waitGone(victims []victim, deadline time.Time, logger *slog.Logger) {
 // waitGoneReap is waitGone, calling reap (when not nil) with each pid still
 // waited for, and returns those still alive at the deadline.
 func waitGoneReap(victims []victim, deadline time.Time, reap func(pid int), logger *slog.Logger) []victim {
+	wait := time.Until(deadline).Round(time.Millisecond)
 	for len(victims) > 0 {
 		alive := victims[:0]
 		for _, v := range victims {
@@ -413,7 +414,7 @@ func waitGoneReap(victims []victim, deadline time.Time, reap func(pid int), logg
 		}
 		if time.Now().After(deadline) {
 			for _, v := range victims {
-				logger.Warn("orphan engine still alive after SIGKILL", "pool_id", v.poolID, "pid", v.pid)
+				logger.Warn("orphan engine still alive after SIGKILL", "pool_id", v.poolID, "pid", v.pid, "wait", wait)
 			}
 			return victims
 		}
