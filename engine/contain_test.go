@@ -21,8 +21,8 @@ import (
 
 // escapeScript is an engine whose children leave its process group every
 // way a real one's do: setsid(), setpgid(0, 0), and a daemonizing double
-// fork (Ray workers under vLLM). Then the leader waits (or, with a
-// crash_after argument, exits by itself).
+// fork (Ray workers under vLLM). Then the leader waits (or, given a file
+// name, exits with code 3 by itself once that file exists).
 const escapeScript = `
 python3 -c 'import os,time; os.setsid(); time.sleep(1000)' &
 python3 -c 'import os,time; os.setpgid(0,0); time.sleep(1000)' &
@@ -33,7 +33,7 @@ os.setsid()
 if os.fork(): os._exit(0)
 time.sleep(1000)' &
 echo started
-if [ -n "$1" ]; then sleep "$1"; exit 3; fi
+if [ -n "$1" ]; then while [ ! -e "$1" ]; do sleep 0.05; done; exit 3; fi
 exec sleep 1000
 `
 
@@ -123,12 +123,12 @@ func markedOutside(poolID string, pgid int) []int {
 
 // launchEscaper launches escapeScript and waits until its three escapees
 // run beside the leader.
-func launchEscaper(t *testing.T, poolID, stateDir string, parent *cgroup.Parent, crashAfter string) *engine.Process {
+func launchEscaper(t *testing.T, poolID, stateDir string, parent *cgroup.Parent, crashFile string) *engine.Process {
 	t.Helper()
 	needPython(t)
 	cmd := []string{"sh", "-c", escapeScript, "engine"}
-	if crashAfter != "" {
-		cmd = append(cmd, crashAfter)
+	if crashFile != "" {
+		cmd = append(cmd, crashFile)
 	}
 	sink := engine.NewSink(nil, 100, 0, 0)
 	p, _, err := engine.Launch(engine.LaunchSpec{PoolID: poolID, Command: cmd, StateDir: stateDir, Cgroups: parent, Sink: sink})
@@ -160,7 +160,7 @@ func TestLaunchContainsEscapees(t *testing.T) {
 				poolID := fmt.Sprintf("esc-%s-%s-%d", mode, how, time.Now().UnixNano())
 				crash := ""
 				if how == "crash" {
-					crash = "3"
+					crash = filepath.Join(t.TempDir(), "crash-now")
 				}
 				p := launchEscaper(t, poolID, stateDir, parent, crash)
 				if got := p.Containment(); got != mode {
@@ -193,6 +193,9 @@ func TestLaunchContainsEscapees(t *testing.T) {
 					p.Kill()
 					waitDone(t, p, 30*time.Second)
 				case "crash":
+					if err := os.WriteFile(crash, nil, 0o600); err != nil {
+						t.Fatal(err)
+					}
 					if e := waitDone(t, p, 30*time.Second); e.Code != 3 {
 						t.Fatalf("exit = %v, want exit code 3", e)
 					}

@@ -183,6 +183,11 @@ func (d *Daemon) Start(ln net.Listener) error {
 			d.log.Warn("orphan.sweep", "killed", n)
 		}
 	}
+	if d.cgroups != nil { // after the sweep: the cgroups it could name are gone already
+		if n := d.cgroups.RemoveStale(time.Minute); n > 0 {
+			d.log.Info("cgroup.stale_removed", "count", n, "parent", d.cgroups.Path)
+		}
+	}
 	d.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(warnOnly{d.log.Handler().WithAttrs([]slog.Attr{slog.String("component", "protoactor")})})
 	}))

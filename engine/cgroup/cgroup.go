@@ -219,6 +219,37 @@ func (p *Parent) enableMemory(selfInside bool, logger *slog.Logger) {
 	p.Memory = true
 }
 
+// RemoveStale removes the empty engine cgroups (EnginePrefix*) under the
+// parent that were created more than olderThan ago: a daemon killed between
+// creating an engine's cgroup and recording the engine leaves one behind,
+// with no record for the sweep to find. A populated cgroup, or a fresh one
+// (another daemon sharing the parent may be about to spawn into it), is
+// left alone. It returns how many it removed.
+func (p *Parent) RemoveStale(olderThan time.Duration) int {
+	entries, err := os.ReadDir(p.Path)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range entries {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), EnginePrefix) {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil || time.Since(fi.ModTime()) < olderThan {
+			continue
+		}
+		cg := Open(filepath.Join(p.Path, e.Name()))
+		if pop, err := cg.Populated(); err != nil || pop {
+			continue
+		}
+		if cg.Remove() == nil {
+			n++
+		}
+	}
+	return n
+}
+
 // Cgroup is one engine's cgroup.
 type Cgroup struct {
 	Path   string

@@ -2,8 +2,13 @@ package cgroup
 
 import (
 	"bufio"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestParseMountinfo(t *testing.T) {
@@ -36,5 +41,31 @@ func TestSetupRefusesBadParent(t *testing.T) {
 	}
 	if p, err := Setup(Off, nil); p != nil || err != nil {
 		t.Errorf("Setup(off) = %v, %v", p, err)
+	}
+}
+
+func TestRemoveStale(t *testing.T) {
+	mount := Mount()
+	if mount == "" {
+		t.Skip("no cgroup2 mount")
+	}
+	p, err := Setup(filepath.Join(mount, "pm-test-stale-"+strconv.Itoa(os.Getpid())), nil)
+	if err != nil {
+		t.Skipf("cannot create a test cgroup: %v", err)
+	}
+	defer syscall.Rmdir(p.Path)
+	cg, err := p.New("x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Remove()
+	if n := p.RemoveStale(time.Hour); n != 0 {
+		t.Fatalf("removed %d fresh cgroups", n)
+	}
+	if n := p.RemoveStale(0); n != 1 {
+		t.Fatalf("removed %d stale empty cgroups, want 1", n)
+	}
+	if _, err := os.Stat(cg.Path); !os.IsNotExist(err) {
+		t.Fatalf("stale cgroup still there: %v", err)
 	}
 }
