@@ -22,6 +22,9 @@ func (p Pool) comparable() Pool {
 	if len(p.Devices) == 0 {
 		p.Devices = nil
 	}
+	if len(p.ReloadAllowed) == 0 {
+		p.ReloadAllowed = nil
+	}
 	return p
 }
 
