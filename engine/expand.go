@@ -68,7 +68,7 @@ func expand(s string, vars map[string]string, quote func(at int, val string) (st
 // mean the same in every shell context) is inserted as it is, and any other
 // value is single-quoted for the quoting context of its placeholder
 // (unquoted, inside '…' or inside "…", also within $(…)), with ' written as
-// '\''. A script whose quoting cannot be followed for sure (backquotes,
+// '\”. A script whose quoting cannot be followed for sure (backquotes,
 // $'…', here-documents, case, a nested shell or eval, an unterminated
 // quote, a placeholder right after a backslash) takes only inert values;
 // any other is an error. The operands after the script ($0, $1, …) are data
@@ -224,7 +224,7 @@ func expandScript(s string, vars map[string]string, strict bool) (string, error)
 	})
 }
 
-// singleQuote is v in single quotes, each ' written as '\''.
+// singleQuote is v in single quotes, each ' written as '\”.
 func singleQuote(v string) string { return "'" + strings.ReplaceAll(v, "'", `'\''`) + "'" }
 
 // Quoting contexts of a byte in a shell script.
