@@ -67,8 +67,8 @@ func expand(s string, vars map[string]string, quote func(at int, val string) (st
 // inert characters (ASCII letters, digits and . _ - / : @ + = , %, which
 // mean the same in every shell context) is inserted as it is, and any other
 // value is single-quoted for the quoting context of its placeholder
-// (unquoted, inside '…' or inside "…", also within $(…)), with ' written as
-// '\”. A script whose quoting cannot be followed for sure (backquotes,
+// (unquoted, inside '…' or inside "…", also within $(…)), a ' in it
+// written as: end quote, backslash-quote, reopen quote. A script whose quoting cannot be followed for sure (backquotes,
 // $'…', here-documents, case, a nested shell or eval, an unterminated
 // quote, a placeholder right after a backslash) takes only inert values;
 // any other is an error. The operands after the script ($0, $1, …) are data
