@@ -68,10 +68,10 @@ func expand(s string, vars map[string]string, quote func(at int, val string) (st
 // mean the same in every shell context) is inserted as it is, and any other
 // value is single-quoted for the quoting context of its placeholder
 // (unquoted, inside '…' or inside "…", also within $(…)), a ' in it
-// written as: end quote, backslash-quote, reopen quote. A script whose quoting cannot be followed for sure (backquotes,
-// $'…', here-documents, case, a nested shell or eval, an unterminated
-// quote, a placeholder right after a backslash) takes only inert values;
-// any other is an error. The operands after the script ($0, $1, …) are data
+// written as: end quote, backslash-quote, reopen quote. A script whose
+// quoting cannot be followed for sure (backquotes, $'…', here-documents,
+// case, a nested shell or eval, an unterminated quote, a placeholder right
+// after a backslash) takes only inert values; any other is an error. The operands after the script ($0, $1, …) are data
 // and expanded as usual.
 func ExpandAll(args []string, vars map[string]string) ([]string, error) {
 	script, strict := shellScript(args)
@@ -224,7 +224,8 @@ func expandScript(s string, vars map[string]string, strict bool) (string, error)
 	})
 }
 
-// singleQuote is v in single quotes, each ' written as '\”.
+// singleQuote is v in single quotes; a ' in v ends the quote, is written
+// escaped, and the quote reopens.
 func singleQuote(v string) string { return "'" + strings.ReplaceAll(v, "'", `'\''`) + "'" }
 
 // Quoting contexts of a byte in a shell script.
