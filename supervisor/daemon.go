@@ -79,6 +79,10 @@ type Daemon struct {
 	hurryMu  sync.Mutex
 	hurried  bool
 	stopping []*actor.PID
+
+	// poolCfgs is each pool's config by id, for API handlers that check a
+	// request against it (reload_allowed); replaced whole by Reconfigure.
+	poolCfgs atomic.Pointer[map[string]config.Pool]
 }
 
 // New builds a daemon; nothing runs until Start.
@@ -98,6 +102,7 @@ func New(o Options) (*Daemon, error) {
 	d := &Daemon{opts: o, cfg: o.Config, log: o.Logger, pools: map[string]*actor.PID{}, notify: o.Notifier,
 		probe: engine.NewProbeClient(), quit: make(chan struct{}), stopped: make(chan struct{})}
 	d.metrics = NewMetrics(d.snapshot)
+	d.setPoolConfigs(o.Config.Pools)
 	d.guard = o.Guard
 	if d.guard == nil {
 		d.guard = gpu.Open(gpu.Options{RequireNVIDIA: o.Config.GPU.RequireNVIDIA, MinDriverVersion: o.Config.GPU.MinDriverVersion,
