@@ -46,6 +46,12 @@ type Options struct {
 	SelfExe  string
 	Guard    gpu.Guard // nil: opened from Config.GPU
 	Token    string    // API bearer token; "" = none
+	// WriteToken, used only when Token is "", is the bearer token that
+	// requests other than GET and HEAD need (every mutating endpoint),
+	// while reads stay open. The daemon generates one when it runs as root
+	// on TCP without a token; WriteTokenFile is where it was written, for
+	// the 401 message.
+	WriteToken, WriteTokenFile string
 	Notifier *sdnotify.Notifier
 	Clock    actors.Clock
 }

@@ -145,3 +145,40 @@ func containsSeq(args []string, a, b string) bool {
 	}
 	return false
 }
+
+// With only a write token (a root daemon on TCP without a configured
+// token), reads stay open and every other method needs the token.
+func TestWriteTokenGuardsMutatingRequests(t *testing.T) {
+	td := startDaemonWith(t, func(o *Options) { o.WriteToken, o.WriteTokenFile = "w-tok", "/run/x/api.token" }, simPool("a", "--load-time", "100ms"))
+	td.waitState("a", actors.StateReady)
+	for _, path := range []string{"/v1/pools", "/v1/pools/a", "/v1/pools/a/health", "/v1/pools/a/logs", "/healthz", "/metrics"} {
+		if code, body := td.call("GET", path, nil); code != 200 {
+			t.Errorf("GET %s without a token: %d %v", path, code, body["_raw"])
+		}
+	}
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/v1/pools/a/drain", "{}"}, {"POST", "/v1/pools/a/start", ""}, {"POST", "/v1/pools/a/reload", `{"new_model_ref":"m2"}`},
+		{"POST", "/v1/pools/a/leases", "{}"}, {"DELETE", "/v1/pools/a/leases/x", ""}, {"POST", "/v1/placement", "{}"},
+		{"PUT", "/v1/pools/a", ""},
+	} {
+		for _, hdr := range [][]string{nil, {"Authorization", "Bearer wrong"}} {
+			code, body := td.call(c.method, c.path, c.body, hdr...)
+			expectErr(t, code, body, 401, "UNAUTHORIZED")
+			if !strings.Contains(body["message"].(string), "/run/x/api.token") {
+				t.Errorf("%s %s: message %q does not name the token file", c.method, c.path, body["message"])
+			}
+		}
+	}
+	_, st := td.call("GET", "/v1/pools/a", nil)
+	if st["state"] != "ready" {
+		t.Fatalf("an unauthorized call changed the pool: %v", st["_raw"])
+	}
+	code, body := td.call("POST", "/v1/pools/a/leases", "{}", "Authorization", "Bearer w-tok")
+	if code != 201 {
+		t.Fatalf("lease with the token: %d %v", code, body["_raw"])
+	}
+	code, body = td.call("POST", "/v1/pools/a/drain", "{}", "Authorization", "Bearer w-tok")
+	if code != 202 {
+		t.Fatalf("drain with the token: %d %v", code, body["_raw"])
+	}
+}
