@@ -41,19 +41,20 @@ const shutdownSlack = 5 * time.Second
 
 // Options configures a Daemon.
 type Options struct {
-	Config  *config.Config
-	Logger  *slog.Logger
-	SelfExe string
-	Guard   gpu.Guard // nil: opened from Config.GPU
-	Token   string    // API bearer token; "" = none
+	Config   *config.Config
+	Logger   *slog.Logger
+	SelfExe  string
+	Guard    gpu.Guard // nil: opened from Config.GPU
+	Token    string    // API bearer token; "" = none
+	Notifier *sdnotify.Notifier
+	Clock    actors.Clock
+
 	// WriteToken, used only when Token is "", is the bearer token that
 	// requests other than GET and HEAD need (every mutating endpoint),
 	// while reads stay open. The daemon generates one when it runs as root
 	// on TCP without a token; WriteTokenFile is where it was written, for
 	// the 401 message.
 	WriteToken, WriteTokenFile string
-	Notifier                   *sdnotify.Notifier
-	Clock                      actors.Clock
 }
 
 // Daemon is one running pool-managerd.
