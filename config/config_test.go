@@ -225,6 +225,12 @@ func TestProblems(t *testing.T) {
 		{"env value list", poolYAML("env: {X: [a]}"), 6, "pools[0].env.X", "must be a string"},
 		{"cuda env with devices", poolYAML("devices: [0]\n    env: {CUDA_VISIBLE_DEVICES: \"1\"}"), 7, "pools[0].env.CUDA_VISIBLE_DEVICES", "set by the daemon"},
 		{"duplicate port", "pools:\n  - {id: a, engine: other, model_ref: m, command: [s], port: 9}\n  - {id: b, engine: other, model_ref: m, command: [s], port: 9}\n", 3, "pools[1].port", `used by pool "a"`},
+		{"model_ref shell substitution", "pools:\n  - id: a\n    engine: other\n    model_ref: \"$(id)m\"\n    command: [s, \"${PORT}\"]\n", 4, "pools[0].model_ref", "'$' (a shell metacharacter) at byte 0"},
+		{"model_ref newline", "pools:\n  - id: a\n    engine: other\n    model_ref: \"a\\nb\"\n    command: [s, \"${PORT}\"]\n", 4, "pools[0].model_ref", "U+000A (a control character)"},
+		{"reload_allowed scalar", poolYAML("reload_allowed: /models/"), 6, "pools[0].reload_allowed", "must be a list"},
+		{"reload_allowed empty", poolYAML("reload_allowed: []"), 6, "pools[0].reload_allowed", "must not be empty"},
+		{"reload_allowed dotdot", poolYAML("reload_allowed: [/models/../etc]"), 6, "pools[0].reload_allowed[0]", `".." path component`},
+		{"reload_allowed metachar", poolYAML("reload_allowed: [\"/models/;x\"]"), 6, "pools[0].reload_allowed[0]", "shell metacharacter"},
 		{"pool not mapping", "pools:\n  - just-a-string\n", 2, "pools[0]", "must be a mapping"},
 		{"pools not list", "pools: {a: 1}\n", 1, "pools", "must be a list"},
 

@@ -50,5 +50,12 @@
 // CUDA_VISIBLE_DEVICES may not be set in env when devices is given: the
 // daemon derives it from devices.
 //
+// A model_ref may not contain a shell metacharacter ($ ` ; | & < > ( ) { }
+// * ? ! ~ ' " \) or a control character. A pool's optional reload_allowed
+// lists what a reload over the API may name: absolute paths are model roots
+// matched by cleaned path (the root itself or anything below it), other
+// entries are plain prefixes ("TheBloke/"). Each entry, and every
+// new_model_ref a reload sends, must pass CheckModelRef.
+//
 // Secrets never come from the file: auth holds only a token file's path.
 package config

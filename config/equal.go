@@ -7,6 +7,8 @@ import "reflect"
 // Equal reports whether two pools are configured the same, ignoring Line
 // (moving an entry in the file is not a change) and treating nil and empty
 // slices and maps alike. A pool that is not Equal must be reloaded.
+// ReloadAllowed is ignored too: it binds only the API's reload requests,
+// not the running engine, so changing it restarts nothing.
 func (p Pool) Equal(q Pool) bool {
 	return reflect.DeepEqual(p.comparable(), q.comparable())
 }
@@ -22,6 +24,7 @@ func (p Pool) comparable() Pool {
 	if len(p.Devices) == 0 {
 		p.Devices = nil
 	}
+	p.ReloadAllowed = nil
 	return p
 }
 

@@ -16,7 +16,7 @@ import (
 
 var poolKeys = append([]string{
 	"id", "engine", "engine_version", "model_ref", "command", "env", "host", "port",
-	"devices", "min_free_vram_mib", "slots", "user", "metrics_path",
+	"devices", "min_free_vram_mib", "slots", "user", "metrics_path", "reload_allowed",
 }, timingKeys...)
 
 var (
@@ -92,7 +92,10 @@ func (d *decoder) pool(n *yaml.Node, path string, base Pool) (Pool, int, bool) {
 	d.timing(b, path, &p)
 	if required("model_ref") && d.strAt(b, path, "model_ref", &p.ModelRef) && strings.TrimSpace(p.ModelRef) == "" {
 		d.addf(line("model_ref"), path+".model_ref", "must not be empty")
+	} else if p.ModelRef != "" {
+		d.checkConfigModelRef(line("model_ref"), path+".model_ref", p.ModelRef)
 	}
+	d.reloadAllowed(b, path, &p)
 	if required("command") {
 		p.Command = d.command(b["command"], path+".command")
 	}

@@ -72,6 +72,9 @@ type Pool struct {
 	Slots          int    // most leases at once; 0 = no limit
 	User           string // run the engine as this user (daemon must be root)
 	MetricsPath    string // optional: the engine's own Prometheus endpoint
+	// ReloadAllowed, when set, lists the model roots (absolute paths) and
+	// reference prefixes a reload over the API may name; see CheckModelRef.
+	ReloadAllowed []string
 
 	StartupTimeout time.Duration
 	StallTimeout   time.Duration

@@ -80,6 +80,9 @@ func (c *cli) connect() (*client, error) {
 	if token == "" {
 		token = os.Getenv("POOL_MANAGERD_TOKEN")
 	}
+	if token == "" && local(addr) {
+		token = readGeneratedToken()
+	}
 	c.g.token = token // report() hints differ with and without a token
 	cl := &client{addr: addr, token: token, timeout: c.g.timeout}
 	dialer := &net.Dialer{Timeout: c.g.timeout}
@@ -108,6 +111,47 @@ func (c *cli) connect() (*client, error) {
 	}
 	cl.hc = &http.Client{Transport: tr}
 	return cl, nil
+}
+
+// DefaultTokenFile is where a daemon running as root on TCP without a
+// configured token writes the token it generated for mutating requests
+// (under systemd, $RUNTIME_DIRECTORY/api.token, the same file with
+// RuntimeDirectory=pool-managerd). poolctl reads it when no token is given
+// and the daemon is local.
+const DefaultTokenFile = "/run/pool-managerd/api.token"
+
+// generatedTokenFile is DefaultTokenFile; tests point it elsewhere.
+var generatedTokenFile = DefaultTokenFile
+
+// readGeneratedToken is the content of generatedTokenFile, or "" when it
+// cannot be read (it is 0600 root: other users simply get no token).
+func readGeneratedToken() string {
+	b, err := os.ReadFile(generatedTokenFile)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// local reports whether addr is a unix socket or a loopback address: the
+// only daemons the local token file may be sent to.
+func local(addr string) bool {
+	if strings.HasPrefix(addr, "unix:") {
+		return true
+	}
+	hostport := addr
+	if u, err := url.Parse(addr); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
+		hostport = u.Host
+	}
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "" || host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func firstNonEmpty(s ...string) string {

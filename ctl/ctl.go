@@ -39,7 +39,7 @@ var globalNames = map[string]bool{"addr": true, "token": true, "token-file": tru
 // so registering on a subcommand's flag set keeps what was parsed before it.
 func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.addr, "addr", g.addr, "daemon address: host:port, http://host:port or unix:/path/api.sock (default $POOL_MANAGERD_ADDR, else "+defaultAddr+")")
-	fs.StringVar(&g.token, "token", g.token, "API bearer token (default $POOL_MANAGERD_TOKEN)")
+	fs.StringVar(&g.token, "token", g.token, "API bearer token (default $POOL_MANAGERD_TOKEN, else for a local daemon "+DefaultTokenFile+" when readable)")
 	fs.StringVar(&g.tokenFile, "token-file", g.tokenFile, "read the API token from this file")
 	fs.BoolVar(&g.json, "json", g.json, "print the raw JSON response")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "per-request timeout")
@@ -223,7 +223,8 @@ func (c *cli) report(err error) int {
 	switch {
 	case errors.As(err, &ae) && ae.Status == 401:
 		if c.g.token == "" {
-			fmt.Fprintln(c.stderr, "poolctl: hint: the daemon wants a token: set --token, --token-file or POOL_MANAGERD_TOKEN")
+			fmt.Fprintln(c.stderr, "poolctl: hint: the daemon wants a token: set --token, --token-file or POOL_MANAGERD_TOKEN "+
+				"(a daemon running as root without one writes it to "+DefaultTokenFile+", readable by root only)")
 		} else {
 			fmt.Fprintln(c.stderr, "poolctl: hint: the token was rejected: check --token, --token-file or POOL_MANAGERD_TOKEN")
 		}

@@ -39,7 +39,7 @@
 //	    // once nothing is left). Stop also sends SIGCONT right after SIGTERM.
 //
 //	func Expand(s string, vars map[string]string) (string, error) // ${NAME} replaced anywhere inside s; unknown name -> error
-//	func ExpandAll(args []string, vars map[string]string) ([]string, error)
+//	func ExpandAll(args []string, vars map[string]string) ([]string, error) // values in a `sh -c` script are shell-quoted, never code
 //	func CleanEnv(base []string, extra map[string]string) []string // base minus NOTIFY_SOCKET, WATCHDOG_*, LISTEN_*, plus extra (sorted, extra wins)
 //	func FreePort(host string) (int, error)   // a free TCP port on host
 //

@@ -57,7 +57,7 @@ var statusOf = map[string]int{
 	"INVALID_PARAMS": 400, "UNAUTHORIZED": 401, "POOL_NOT_FOUND": 404, "LEASE_NOT_FOUND": 404,
 	"POOL_UNREADY": 409, "POOL_DRAINING": 409, "POOL_BUSY": 409, "RELOAD_IN_PROGRESS": 409,
 	"RELOAD_FAILED": 409, "POOL_UNAVAILABLE": 503, "PAYLOAD_TOO_LARGE": 413, "NOT_FOUND": 404,
-	"METHOD_NOT_ALLOWED": 405, "INTERNAL": 500,
+	"METHOD_NOT_ALLOWED": 405, "INTERNAL": 500, "INVALID_MODEL_REF": 400, "MODEL_REF_NOT_ALLOWED": 403,
 }
 
 // retriable says whether a caller may retry the same request later.
@@ -208,7 +208,12 @@ func (d *Daemon) wrap(rt route) http.Handler {
 		}()
 		if rt.access != open && !d.authorized(r) {
 			sw.Header().Set("WWW-Authenticate", `Bearer realm="pool-managerd"`)
-			writeErr(sw, errf("UNAUTHORIZED", "missing or wrong bearer token"))
+			msg := "missing or wrong bearer token"
+			if d.opts.Token == "" { // only the generated write token is wanted
+				msg += fmt.Sprintf("; %s needs the token the daemon (running as root without auth.token_file) wrote to %s",
+					r.Method, d.opts.WriteTokenFile)
+			}
+			writeErr(sw, errf("UNAUTHORIZED", "%s", msg))
 			return
 		}
 		if rt.access == newWork && d.shuttingDown() {
@@ -233,15 +238,21 @@ func (d *Daemon) wrap(rt route) http.Handler {
 	})
 }
 
-// authorized checks "Authorization: Bearer <token>". The scheme name is
-// case-insensitive (RFC 7235 §2.1), so "bearer x" works too.
+// authorized checks "Authorization: Bearer <token>" against the token the
+// request needs: Options.Token when one is set; else, for a request that
+// is not GET or HEAD, Options.WriteToken when one is set; else none. The
+// scheme name is case-insensitive (RFC 7235 §2.1), so "bearer x" works too.
 func (d *Daemon) authorized(r *http.Request) bool {
-	if d.opts.Token == "" {
+	want := d.opts.Token
+	if want == "" && r.Method != http.MethodGet && r.Method != http.MethodHead {
+		want = d.opts.WriteToken
+	}
+	if want == "" {
 		return true
 	}
 	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	got = strings.TrimLeft(got, " ")
-	return ok && strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare([]byte(got), []byte(d.opts.Token)) == 1
+	return ok && strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }
 
 func newID() string {

@@ -49,6 +49,13 @@ type Options struct {
 	Token    string    // API bearer token; "" = none
 	Notifier *sdnotify.Notifier
 	Clock    actors.Clock
+
+	// WriteToken, used only when Token is "", is the bearer token that
+	// requests other than GET and HEAD need (every mutating endpoint),
+	// while reads stay open. The daemon generates one when it runs as root
+	// on TCP without a token; WriteTokenFile is where it was written, for
+	// the 401 message.
+	WriteToken, WriteTokenFile string
 }
 
 // Daemon is one running pool-managerd.
@@ -82,6 +89,9 @@ type Daemon struct {
 	stopping []*actor.PID
 
 	cgroups *cgroup.Parent // engines' cgroup parent; nil = marker containment
+	// poolCfgs is each pool's config by id, for API handlers that check a
+	// request against it (reload_allowed); replaced whole by Reconfigure.
+	poolCfgs atomic.Pointer[map[string]config.Pool]
 }
 
 // New builds a daemon; nothing runs until Start.
@@ -117,6 +127,7 @@ func New(o Options) (*Daemon, error) {
 	}
 	d.log.Info("daemon.containment", "kind", containment, "cgroup_parent", cgroupPath(cgroups))
 	d.metrics = NewMetrics(d.snapshot)
+	d.setPoolConfigs(o.Config.Pools)
 	d.guard = o.Guard
 	if d.guard == nil {
 		d.guard = gpu.Open(gpu.Options{RequireNVIDIA: o.Config.GPU.RequireNVIDIA, MinDriverVersion: o.Config.GPU.MinDriverVersion,

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/pool-managerd/pool-managerd/actors"
+	"github.com/pool-managerd/pool-managerd/config"
 )
 
 func (d *Daemon) getHealthz(w http.ResponseWriter, r *http.Request) (int, error) {
@@ -213,12 +215,20 @@ func (d *Daemon) postReload(w http.ResponseWriter, r *http.Request) (int, error)
 	if b.NewModelRef == nil || *b.NewModelRef == "" {
 		return 0, errf("INVALID_PARAMS", "new_model_ref is required")
 	}
+	if b.EngineVersion != nil {
+		if err := checkEngineVersion(*b.EngineVersion); err != nil {
+			return 0, err
+		}
+	}
 	dl, err := msDuration("deadline_ms", b.DeadlineMS)
 	if err != nil {
 		return 0, err
 	}
 	pr, err := d.pool(r.Context(), r.PathValue("id"))
 	if err != nil {
+		return 0, err
+	}
+	if err := d.checkReloadRef(pr.Status.PoolID, *b.NewModelRef); err != nil {
 		return 0, err
 	}
 	msg := &actors.Reload{ModelRef: *b.NewModelRef, Deadline: dl, CorrelationID: correlationID(r)}
@@ -249,6 +259,62 @@ func (d *Daemon) postReload(w http.ResponseWriter, r *http.Request) (int, error)
 	case <-r.Context().Done():
 		return 0, r.Context().Err()
 	}
+}
+
+// checkReloadRef applies config.CheckModelRef to a reload's new_model_ref:
+// the reference becomes ${MODEL_REF} in the pool's command, so it must be
+// inert data (400 INVALID_MODEL_REF) and, when the pool has reload_allowed,
+// one of the references it allows (403 MODEL_REF_NOT_ALLOWED). A pool the
+// registry knows but the config does not yet (a SIGHUP adding it right
+// now) is 409 POOL_BUSY, retriable: its allow list is not known yet.
+func (d *Daemon) checkReloadRef(id, ref string) error {
+	pc, ok := d.poolConfig(id)
+	if !ok {
+		return errf("POOL_BUSY", "pool %q is being reconfigured; retry", id)
+	}
+	if err := config.CheckModelRef(pc, ref); err != nil {
+		code := "INVALID_MODEL_REF"
+		if errors.Is(err, config.ErrModelRefNotAllowed) {
+			code = "MODEL_REF_NOT_ALLOWED"
+		}
+		return errf(code, "new_model_ref: %v", err)
+	}
+	return nil
+}
+
+// maxEngineVersion bounds a reload's engine_version: a label shown in
+// status, logs and a metric label.
+const maxEngineVersion = 128
+
+func checkEngineVersion(v string) error {
+	if len(v) > maxEngineVersion {
+		return errf("INVALID_PARAMS", "engine_version is %d bytes long, at most %d are allowed", len(v), maxEngineVersion)
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 || c == 0x7f {
+			return errf("INVALID_PARAMS", "engine_version has control character U+%04X at byte %d", c, i)
+		}
+	}
+	return nil
+}
+
+// setPoolConfigs records pools as the configs API handlers check against.
+func (d *Daemon) setPoolConfigs(pools []config.Pool) {
+	m := make(map[string]config.Pool, len(pools))
+	for _, p := range pools {
+		m[p.ID] = p
+	}
+	d.poolCfgs.Store(&m)
+}
+
+// poolConfig is the running config of pool id (safe from any goroutine).
+func (d *Daemon) poolConfig(id string) (config.Pool, bool) {
+	m := d.poolCfgs.Load()
+	if m == nil {
+		return config.Pool{}, false
+	}
+	p, ok := (*m)[id]
+	return p, ok
 }
 
 // reloadMessage is a RELOAD_FAILED message: "reload rolled back: <why>",

@@ -48,6 +48,12 @@ type testDaemon struct {
 
 func startDaemon(t *testing.T, token string, pools ...config.Pool) *testDaemon {
 	t.Helper()
+	return startDaemonWith(t, func(o *Options) { o.Token = token }, pools...)
+}
+
+// startDaemonWith is startDaemon with options set by opt.
+func startDaemonWith(t *testing.T, opt func(*Options), pools ...config.Pool) *testDaemon {
+	t.Helper()
 	cfg := &config.Config{Listen: "127.0.0.1:0", ShutdownDeadline: 5 * time.Second, Pools: pools,
 		Log: config.Log{Format: "json", Level: "debug"}}
 	logs := &testutil.SyncBuffer{}
@@ -55,8 +61,10 @@ func startDaemon(t *testing.T, token string, pools ...config.Pool) *testDaemon {
 	if testing.Verbose() {
 		w = io.MultiWriter(logs, os.Stderr)
 	}
-	d, err := New(Options{Config: cfg, Logger: slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		SelfExe: os.Args[0], Guard: gpu.NoGuard{}, Token: token})
+	o := Options{Config: cfg, Logger: slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		SelfExe: os.Args[0], Guard: gpu.NoGuard{}}
+	opt(&o)
+	d, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

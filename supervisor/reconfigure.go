@@ -74,6 +74,7 @@ func (d *Daemon) Reconfigure(next *config.Config) Change {
 	kept.Listen, kept.Log, kept.Auth, kept.StateDir, kept.GPU = d.cfg.Listen, d.cfg.Log, d.cfg.Auth, d.cfg.StateDir, d.cfg.GPU
 	kept.CgroupParent = d.cfg.CgroupParent
 	d.cfg = &kept
+	d.setPoolConfigs(applied)
 	d.log.Info("config.reloaded", "added", ch.Added, "removed", ch.Removed, "changed", ch.Changed,
 		"refused", ch.Refused, "unchanged", len(ch.Unchanged))
 	return ch

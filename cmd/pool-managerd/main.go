@@ -191,7 +191,17 @@ func serve(load func() (*config.Config, error), stdout, stderr io.Writer) int {
 	if err != nil {
 		self, _ = filepath.Abs(os.Args[0])
 	}
-	d, err := supervisor.New(supervisor.Options{Config: cfg, Logger: logger, SelfExe: self, Token: token})
+	opts := supervisor.Options{Config: cfg, Logger: logger, SelfExe: self, Token: token}
+	if needsWriteToken(cfg, token) {
+		if opts.WriteToken, opts.WriteTokenFile, err = generateWriteToken(writeTokenDir()); err != nil {
+			fmt.Fprintf(stderr, "pool-managerd: %v\n", err)
+			return exitFatal
+		}
+		defer removeWriteToken(opts.WriteTokenFile, opts.WriteToken)
+		logger.Info("auth.token_generated", "token_file", opts.WriteTokenFile,
+			"detail", "running as root without an API token: requests other than GET need this token (poolctl reads the file)")
+	}
+	d, err := supervisor.New(opts)
 	if err != nil { // a config the daemon cannot apply, e.g. a pool user it cannot switch to
 		fmt.Fprintf(stderr, "pool-managerd: %v\n", err)
 		return exitBadArgs

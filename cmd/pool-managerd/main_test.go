@@ -170,6 +170,18 @@ type daemon struct {
 	stderr *testutil.SyncBuffer
 	done   chan struct{} // closed once the process is reaped
 	client *http.Client
+	// runDir is the daemon's $RUNTIME_DIRECTORY: running as root without a
+	// token, it writes the write token there (api.token), which do sends.
+	runDir string
+}
+
+// writeToken is the token the daemon generated, or "" when it wrote none.
+func (d *daemon) writeToken() string {
+	b, err := os.ReadFile(filepath.Join(d.runDir, "api.token"))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // startDaemon starts the binary with args and waits for its API. A port
@@ -195,7 +207,8 @@ func spawnDaemon(t *testing.T, args ...string) *daemon {
 	d := &daemon{t: t, base: "http://" + addr, stdout: &testutil.SyncBuffer{}, stderr: &testutil.SyncBuffer{}, done: make(chan struct{}),
 		client: &http.Client{Timeout: 10 * time.Second}}
 	d.cmd = exec.Command(os.Args[0], args...)
-	d.cmd.Env = daemonEnv("POOL_MANAGERD_ADDR=" + addr)
+	d.runDir = t.TempDir()
+	d.cmd.Env = daemonEnv("POOL_MANAGERD_ADDR="+addr, "RUNTIME_DIRECTORY="+d.runDir)
 	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
 	d.cmd.WaitDelay = 2 * time.Second // engines have pipes of their own; this is only a backstop
 	if err := d.cmd.Start(); err != nil {
@@ -304,6 +317,9 @@ func (d *daemon) do(method, path, body string, out any) (int, error) {
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if tok := d.writeToken(); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := d.client.Do(req)
 	if err != nil {
