@@ -34,9 +34,7 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
-// ---- registry messages (closed set: each implements registryMsg) ----
-
-type registryMsg interface{ registryMsg() }
+// ---- registry messages ----
 
 // RegisterPool announces a pool actor to the registry.
 type RegisterPool struct {
@@ -130,21 +128,10 @@ type Pong struct{}
 
 type leaseExpired struct{ PoolID, LeaseID string }
 
-func (RegisterPool) registryMsg()   {}
-func (UnregisterPool) registryMsg() {}
-func (StatusUpdate) registryMsg()   {}
-func (GetPools) registryMsg()       {}
-func (GetPool) registryMsg()        {}
-func (AcquireLease) registryMsg()   {}
-func (Place) registryMsg()          {}
-func (ReleaseLease) registryMsg()   {}
-func (Subscribe) registryMsg()      {}
-func (Unsubscribe) registryMsg()    {}
-func (Ping) registryMsg()           {}
-func (leaseExpired) registryMsg()   {}
-
 // ---- pool messages (closed set: each implements poolMsg) ----
 
+// poolMsg marks the messages a pool actor handles; Broadcast carries only
+// these.
 type poolMsg interface{ poolMsg() }
 
 // Drain asks the pool to stop taking leases and stop its engine once leases
@@ -212,10 +199,9 @@ func (LeasesChanged) poolMsg() {}
 func (GPUEvent) poolMsg()      {}
 func (GetLogs) poolMsg()       {}
 
-// Broadcast asks the registry to forward Msg to every pool actor (GPU events).
-type Broadcast struct{ Msg any }
-
-func (Broadcast) registryMsg() {}
+// Broadcast asks the registry to forward Msg, a pool message (GPUEvent,
+// DevicesUpdate), to every pool actor.
+type Broadcast struct{ Msg poolMsg }
 
 // DevicesUpdate carries a fresh NVML snapshot; each pool refreshes the free
 // memory of the devices it uses (placement's tie-break, the GPU metric).

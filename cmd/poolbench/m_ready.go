@@ -29,7 +29,7 @@ func measureReady(ctx context.Context, p params) ([]row, error) {
 		if err != nil {
 			return nil, fmt.Errorf("run %d: %w", i, err)
 		}
-		lag, bare, atMS = append(lag, r.lag), append(bare, r.bare), append(atMS, r.atMS)
+		lag, bare, atMS = append(lag, r.lag), append(bare, r.bare), append(atMS, r.stamped)
 	}
 	rows := latencyRows("ready", "ready-detection lag (sim ready → SSE event)", lag, bare, "bare 10 ms poller",
 		atMost(20), atMost(60))
@@ -39,9 +39,9 @@ func measureReady(ctx context.Context, p params) ([]row, error) {
 
 // readyLags are one run's delays behind the simulator's own ready stamp.
 type readyLags struct {
-	lag  time.Duration // until the SSE event reached poolbench
-	bare time.Duration // until the bare poller saw 200
-	atMS time.Duration // until the transition's at_ms (the daemon's own clock, ms)
+	lag     time.Duration // until the SSE event reached poolbench
+	bare    time.Duration // until the bare poller saw 200
+	stamped time.Duration // until the transition's at_ms (the daemon's own clock, ms)
 }
 
 // readyRun stops the pool, starts it again and measures how far behind the
