@@ -39,6 +39,10 @@ func (s *soak) chaosOnce(ctx context.Context, r *rand.Rand) {
 		return
 	}
 	p := pools[r.IntN(len(pools))]
+	if s.o.hostileAPI && r.IntN(100) < 15 {
+		s.hostile(ctx, p.PoolID, r)
+		return
+	}
 	switch x := r.IntN(100); {
 	case x < 35:
 		s.signalPool(p, syscall.SIGKILL, r)

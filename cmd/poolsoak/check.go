@@ -73,6 +73,9 @@ func (s *soak) final(ctx context.Context, base sample) {
 		return fmt.Sprintf("exit 0 in %v", time.Since(start).Round(time.Millisecond))
 	})
 	s.check("leftovers (daemon gone)", s.noneLeft)
+	if s.o.hostileAPI {
+		s.check("hostile API", s.hostileRan)
+	}
 	s.check("daemon logs", s.scanLogs)
 }
 
@@ -102,15 +105,19 @@ func (s *soak) leftoversRunning(ctx context.Context) func() string {
 		for {
 			pools, err := s.api.pools(ctx)
 			current := map[int]bool{}
+			markers := map[string]bool{} // of the current engines: their escapees are theirs
 			for _, p := range pools {
 				if p.PID != nil {
 					current[*p.PID] = true
+					if m := engineMarker(*p.PID); m != "" {
+						markers[m] = true
+					}
 				}
 			}
 			var left []proc
 			all := scanRun(s.runID)
 			for _, p := range all {
-				if p.pid != s.d.pid && !current[p.pgid] {
+				if p.pid != s.d.pid && !current[p.pgid] && !markers[engineMarker(p.pid)] {
 					left = append(left, p)
 				}
 			}
@@ -137,10 +144,19 @@ func (s *soak) noneLeft() string {
 			return "0"
 		}
 		if time.Now().After(deadline) {
+			var escaped []proc
 			for _, p := range left {
-				s.fail("process of %s outlived the daemon: %s", s.groupOf(p.pgid), p)
+				if kind := escapeeKind(p); kind != "" {
+					escaped = append(escaped, p)
+					s.fail("escapee (%s) outlived the daemon: %s", kind, p)
+				} else {
+					s.fail("process of %s outlived the daemon: %s", s.groupOf(p.pgid), p)
+				}
 			}
-			return fmt.Sprintf("%d outlived the daemon", len(left))
+			s.mu.Lock()
+			s.escaped = escaped
+			s.mu.Unlock()
+			return fmt.Sprintf("%d outlived the daemon (%d of them escapees)", len(left), len(escaped))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -328,6 +344,23 @@ func (s *soak) scanLogs() string {
 	return strconv.Itoa(len(logs)) + " logs, " + strconv.Itoa(lines) + " lines, no race/panic"
 }
 
+// faultFlags are the fault and mode flags of the run, for the rerun line.
+func (s *soak) faultFlags() string {
+	var out string
+	for _, f := range []struct {
+		on   bool
+		name string
+	}{
+		{s.o.plantEscapes, "-plant-escapes"}, {s.o.hostileAPI, "-hostile-api"}, {s.o.crashCleanup, "-crash-cleanup"},
+		{s.o.plantLeftover, "-plant-leftover"}, {s.o.plantNegative, "-plant-negative-lease"},
+	} {
+		if f.on {
+			out += " " + f.name
+		}
+	}
+	return out
+}
+
 func truncate(s string, n int) string {
 	if len(s) > n {
 		return s[:n] + "…"
@@ -356,6 +389,12 @@ func (s *soak) report() bool {
 		for _, p := range s.survivors {
 			fmt.Fprintf(w, "               %s\n", p)
 		}
+	}
+	if s.o.plantEscapes {
+		planted, byKind := s.escapesPlanted()
+		alive, aliveByKind := countEscapees(s.escaped)
+		fmt.Fprintf(w, "escapes:     %d planted (%s), %d alive after the daemon stopped (%s)\n",
+			planted, describeKinds(byKind), alive, describeKinds(aliveByKind))
 	}
 	fmt.Fprintf(w, "reaped:      %d orphaned processes re-parented to the soak (engines' children, engines of the killed daemon)\n",
 		theReaper().orphans.Load()-s.orphans0)
@@ -392,6 +431,6 @@ func (s *soak) report() bool {
 	for _, f := range s.failures {
 		fmt.Fprintf(w, "  - %s\n", f)
 	}
-	fmt.Fprintf(w, "rerun: go run ./cmd/poolsoak -duration %v -pools %d -seed %d\n", s.o.duration, s.o.pools, s.o.seed)
+	fmt.Fprintf(w, "rerun: go run ./cmd/poolsoak -duration %v -pools %d -seed %d%s\n", s.o.duration, s.o.pools, s.o.seed, s.faultFlags())
 	return false
 }

@@ -118,6 +118,30 @@ func (d *daemonProc) wait(limit time.Duration) bool {
 	}
 }
 
+// extraPool is a pool of the adversary's: its id and its whole command.
+type extraPool struct {
+	id   string
+	argv []string
+}
+
+// adversaryPools are the pools -plant-escapes and -hostile-api add: one
+// whose engine plants escaping children at every start (their pids go to
+// escapeLog), and one whose command is an `sh -c` script with the model
+// reference inside it, the form a shell injection would use.
+func adversaryPools(o options, escapeLog string) []extraPool {
+	sim := []string{"sim-engine", "--host", "${HOST}", "--port", "${PORT}", "--model", "${MODEL_REF}"}
+	var out []extraPool
+	if o.plantEscapes {
+		argv := append([]string{"${SELF}", "escaper", escapeLog, "10m"}, sim...)
+		out = append(out, extraPool{fmt.Sprintf("e%d-escapes", o.pools), append(argv, "--load-time", "150ms")})
+	}
+	if o.hostileAPI {
+		script := "exec ${SELF} sim-engine --host ${HOST} --port ${PORT} --model ${MODEL_REF} --load-time 100ms"
+		out = append(out, extraPool{fmt.Sprintf("h%d-shell", o.pools+1), []string{"/bin/sh", "-c", script}})
+	}
+	return out
+}
+
 // poolKind is one misbehaviour of the simulator; pools cycle through them.
 type poolKind struct {
 	name  string
@@ -138,8 +162,9 @@ func poolKinds(hangAfter time.Duration) []poolKind {
 
 // writeConfig writes the soak's daemon config: fast restarts, short
 // liveness and stop grace, a breaker that never opens, and n pools cycling
-// through poolKinds. It returns the pool ids.
-func writeConfig(path, listen, stateDir string, n int, hangAfter time.Duration) ([]string, error) {
+// through poolKinds, plus the adversary's pools (extra). It returns the
+// pool ids.
+func writeConfig(path, listen, stateDir string, n int, hangAfter time.Duration, extra []extraPool) ([]string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, `# Written by poolsoak.
 listen: %q
@@ -171,6 +196,15 @@ pools:
 		}
 		fmt.Fprintf(&b, "  - id: %s\n    engine: llamacpp\n    engine_version: v1\n    model_ref: soak/model-a\n", id)
 		fmt.Fprintf(&b, "    slots: %d\n    command: [%s]\n", k.slots, strings.Join(quoted, ", "))
+	}
+	for _, e := range extra {
+		ids = append(ids, e.id)
+		quoted := make([]string, len(e.argv))
+		for j, a := range e.argv {
+			quoted[j] = fmt.Sprintf("%q", a)
+		}
+		fmt.Fprintf(&b, "  - id: %s\n    engine: llamacpp\n    engine_version: v1\n    model_ref: soak/model-a\n", e.id)
+		fmt.Fprintf(&b, "    slots: 1\n    command: [%s]\n", strings.Join(quoted, ", "))
 	}
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		return nil, err

@@ -11,7 +11,8 @@
 //
 // The binary plays every part: `poolsoak daemon -config F` is the daemon
 // (what cmd/pool-managerd's serve does), `poolsoak sim-engine …` the engine
-// simulator, `poolsoak sleep D` the planted leftover. Nothing is built.
+// simulator, `poolsoak sleep D` the planted leftover, `poolsoak escaper …`
+// an engine whose children escape (-plant-escapes). Nothing is built.
 package main
 
 import (
@@ -48,6 +49,10 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 			return sim.Main(args[1:])
 		case "sleep":
 			return sleepMain(args[1:])
+		case "escaper":
+			return escaperMain(args[1:])
+		case "escape-middle":
+			return escapeMiddleMain(args[1:])
 		}
 	}
 	return soakMain(args, stdout, stderr)
@@ -55,7 +60,14 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 
 // isRole reports whether args ask for one of the helper roles above.
 func isRole(args []string) bool {
-	return len(args) > 0 && (args[0] == "daemon" || args[0] == "sim-engine" || args[0] == "sleep")
+	if len(args) == 0 {
+		return false
+	}
+	switch args[0] {
+	case "daemon", "sim-engine", "sleep", "escaper", "escape-middle":
+		return true
+	}
+	return false
 }
 
 // sleepMain is the planted leftover: a process that just sleeps.
@@ -81,6 +93,8 @@ type options struct {
 	fdSlack        int
 	plantLeftover  bool
 	plantNegative  bool
+	plantEscapes   bool
+	hostileAPI     bool
 	crashCleanup   bool
 	keep           bool
 	verbose        bool
@@ -99,6 +113,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.fdSlack, "fd-slack", 10, "allowed fd growth of the daemon")
 	fs.BoolVar(&o.plantLeftover, "plant-leftover", false, "plant a leftover process in an engine-like group: the run must fail")
 	fs.BoolVar(&o.plantNegative, "plant-negative-lease", false, "book one release twice in the soak's own ledger: the run must fail")
+	fs.BoolVar(&o.plantEscapes, "plant-escapes", false, "add a pool whose every engine start plants children that leave its group (setsid, setpgid, double fork): any that outlives its engine's supervision fails the run")
+	fs.BoolVar(&o.hostileAPI, "hostile-api", false, "add hostile API calls to the chaos (shell code in new_model_ref, huge paths, broken bodies) and a pool whose command is an `sh -c` script")
 	fs.BoolVar(&o.crashCleanup, "crash-cleanup", false, "after the daemon SIGKILL, kill the engine workers that outlived it, as systemd's KillMode=mixed would (default: leave them to the next daemon's start-up sweep, which must kill them)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the run directory (config, daemon logs) even when the run passes")
 	fs.BoolVar(&o.verbose, "v", false, "print every chaos action")

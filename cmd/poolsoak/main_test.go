@@ -1,9 +1,14 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
@@ -56,6 +61,73 @@ func TestSoakDetectsPlanted(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSoakAdversary runs the soak with escaping engines (-plant-escapes)
+// and hostile API callers (-hostile-api): it must pass, leftovers 0 and no
+// hostile request running code, once every engine is contained (a cgroup,
+// or the marker kill after every stop) and API input is data. Until both
+// are in it is opt-in: POOLSOAK_ADVERSARY=1 go test -run TestSoakAdversary.
+func TestSoakAdversary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("soak: skipped with -short")
+	}
+	if os.Getenv("POOLSOAK_ADVERSARY") != "1" {
+		t.Skip("set POOLSOAK_ADVERSARY=1 (needs engine containment and API input checks)")
+	}
+	out, code := runSoak(t, "-duration", "15s", "-pools", "6", "-seed", "3", "-plant-escapes", "-hostile-api")
+	if code != exitPass || !strings.Contains(out, "alive after the daemon stopped (setsid 0, setpgid 0, double-fork 0)") {
+		t.Fatalf("adversarial soak failed (exit %d):\n%s", code, out)
+	}
+	t.Log(out)
+}
+
+// TestEscaperPlants runs the escaping engine's leader on its own: it must
+// plant one escapee of each kind, each outside the leader's process group
+// and tagged with its kind, and log them, before it execs the engine.
+func TestEscaperPlants(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	runID := fmt.Sprintf("escaper-test-%d", os.Getpid())
+	log := filepath.Join(t.TempDir(), "escapes.log")
+	cmd := exec.Command(self, "escaper", log, "1m", "sleep", "0")
+	cmd.Env = append(os.Environ(), runEnv+"="+runID)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("escaper: %v\n%s", err, out)
+	}
+	leader := cmd.ProcessState.Pid()
+	t.Cleanup(func() { killRun(runID, nil) })
+	if n, byKind := countEscapeesIn(t, log); n != 3 || byKind["setsid"] != 1 || byKind["setpgid"] != 1 || byKind["double-fork"] != 1 {
+		t.Errorf("escape log: %d planted, %v", n, byKind)
+	}
+	var found []proc
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if found = scanRun(runID); len(found) == 3 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	kinds := map[string]bool{}
+	for _, p := range found {
+		kinds[escapeeKind(p)] = true
+		if p.pgid == leader || p.pgid == syscall.Getpgrp() {
+			t.Errorf("escapee in the leader's or the test's group: %s", p)
+		}
+	}
+	if len(found) != 3 || !kinds["setsid"] || !kinds["setpgid"] || !kinds["double-fork"] {
+		t.Errorf("want one live escapee of each kind, got %v", found)
+	}
+}
+
+// countEscapeesIn reads an escape log the way the report does.
+func countEscapeesIn(t *testing.T, log string) (int, map[string]int) {
+	t.Helper()
+	s := &soak{dir: filepath.Dir(log)}
+	return s.escapesPlanted()
 }
 
 func TestBadFlags(t *testing.T) {

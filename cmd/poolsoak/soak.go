@@ -56,6 +56,7 @@ type soak struct {
 	snapshot  []poolStatus
 	actions   map[string]int
 	survivors []proc
+	escaped   []proc // planted escapees alive after the daemon stopped
 	samples   []sample
 	checks    []checkResult
 	ready     string // "6/6"
@@ -77,7 +78,8 @@ func newSoak(o options, out io.Writer) (*soak, error) {
 		return nil, err
 	}
 	s.cfg = filepath.Join(s.dir, "pool-managerd.yaml")
-	if s.ids, err = writeConfig(s.cfg, addr, filepath.Join(s.dir, "state"), o.pools, o.hangAfter); err != nil {
+	extra := adversaryPools(o, s.escapeLog())
+	if s.ids, err = writeConfig(s.cfg, addr, filepath.Join(s.dir, "state"), o.pools, o.hangAfter, extra); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	s.api = newAPI(addr, &s.down, s.fail, s.note)
@@ -281,7 +283,7 @@ func (s *soak) afterCrash() []proc {
 		for _, p := range scanRun(s.runID) {
 			if !s.planted[p.pid] {
 				alive = append(alive, p)
-				if p.pid == p.pgid {
+				if p.pid == p.pgid && escapeeKind(p) == "" {
 					leaders++
 				}
 			}
