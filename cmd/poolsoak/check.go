@@ -391,10 +391,9 @@ func (s *soak) report() bool {
 		}
 	}
 	if s.o.plantEscapes {
-		planted, byKind := s.escapesPlanted()
 		alive, aliveByKind := countEscapees(s.escaped)
 		fmt.Fprintf(w, "escapes:     %d planted (%s), %d alive after the daemon stopped (%s)\n",
-			planted, describeKinds(byKind), alive, describeKinds(aliveByKind))
+			s.escPlanted, describeKinds(s.escPlantedBy), alive, describeKinds(aliveByKind))
 	}
 	fmt.Fprintf(w, "reaped:      %d orphaned processes re-parented to the soak (engines' children, engines of the killed daemon)\n",
 		theReaper().orphans.Load()-s.orphans0)

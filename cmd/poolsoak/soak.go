@@ -57,9 +57,12 @@ type soak struct {
 	actions   map[string]int
 	survivors []proc
 	escaped   []proc // planted escapees alive after the daemon stopped
-	samples   []sample
-	checks    []checkResult
-	ready     string // "6/6"
+
+	escPlanted   int            // escapees the escaping engines planted
+	escPlantedBy map[string]int // … by kind
+	samples      []sample
+	checks       []checkResult
+	ready        string // "6/6"
 }
 
 func newSoak(o options, out io.Writer) (*soak, error) {
@@ -139,6 +142,7 @@ func (s *soak) run(ctx context.Context) (passed bool) {
 		if p := recover(); p != nil {
 			s.fail("panic: %v\n%s", p, debug.Stack())
 		}
+		s.escPlanted, s.escPlantedBy = s.escapesPlanted() // before cleanup removes the run directory
 		s.cleanup()
 		passed = s.report()
 	}()
