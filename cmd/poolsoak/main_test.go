@@ -95,11 +95,20 @@ func TestEscaperPlants(t *testing.T) {
 	cmd := exec.Command(self, "escaper", log, "1m", "sleep", "0")
 	cmd.Env = append(os.Environ(), runEnv+"="+runID)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("escaper: %v\n%s", err, out)
+	c, err := spawn(cmd, false) // never exec.Cmd.Wait: the soak's reaper may run in this process
+	if err != nil {
+		t.Fatal(err)
 	}
-	leader := cmd.ProcessState.Pid()
 	t.Cleanup(func() { killRun(runID, nil) })
+	select {
+	case <-c.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("escaper did not exit")
+	}
+	if c.err != nil {
+		t.Fatalf("escaper: %v", c.err)
+	}
+	leader := c.pid
 	if n, byKind := countEscapeesIn(t, log); n != 3 || byKind["setsid"] != 1 || byKind["setpgid"] != 1 || byKind["double-fork"] != 1 {
 		t.Errorf("escape log: %d planted, %v", n, byKind)
 	}
