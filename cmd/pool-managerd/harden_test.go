@@ -1,0 +1,138 @@
+// End-to-end tests of the daemon against a hostile or careless host: the
+// unix socket's path, config files that are not files, floods of log
+// material, and event-stream clients that never read.
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pool-managerd/pool-managerd/internal/testutil"
+)
+
+// sockDir is a short temporary directory: a unix socket path must fit in
+// 108 bytes, which t.TempDir's long names can exceed.
+func sockDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "pmd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// spawnUnixDaemon starts the binary with args, its API on the unix socket
+// sock (POOL_MANAGERD_ADDR), without waiting for it.
+func spawnUnixDaemon(t *testing.T, sock string, args ...string) *daemon {
+	t.Helper()
+	d := &daemon{t: t, base: "http://unix", stdout: &testutil.SyncBuffer{}, stderr: &testutil.SyncBuffer{}, done: make(chan struct{}),
+		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}}}
+	d.cmd = exec.Command(os.Args[0], args...)
+	d.cmd.Env = daemonEnv("POOL_MANAGERD_ADDR=unix:" + sock)
+	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
+	d.cmd.WaitDelay = 2 * time.Second
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = d.cmd.Wait()
+		close(d.done)
+	}()
+	t.Cleanup(func() {
+		if !d.exited() {
+			_ = d.cmd.Process.Kill()
+			<-d.done
+		}
+		if t.Failed() {
+			t.Logf("daemon %v stdout:\n%s\nstderr:\n%s", args, d.stdout.String(), d.stderr.String())
+		}
+	})
+	return d
+}
+
+// A regular file at the socket path is never removed: the daemon refuses
+// to start (exit 1), naming the path.
+func TestUnixSocketPathHoldsRegularFile(t *testing.T) {
+	t.Parallel()
+	dir := sockDir(t)
+	sock := filepath.Join(dir, "api.sock")
+	if err := os.WriteFile(sock, []byte("precious\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := tempConfig(t, configYAML(simHead+"state_dir: "+dir+"\n", simPool("p", nil)))
+	code, stdout, stderr := runMain(t, []string{"POOL_MANAGERD_ADDR=unix:" + sock}, "-config", cfg)
+	if code != 1 {
+		t.Fatalf("exit code = %d, want 1\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if out := stdout + stderr; !strings.Contains(out, sock) || !strings.Contains(out, "not a socket") {
+		t.Fatalf("no message naming %s as not a socket:\n%s", sock, out)
+	}
+	if b, err := os.ReadFile(sock); err != nil || string(b) != "precious\n" {
+		t.Fatalf("the file at the socket path was touched: %q, %v", b, err)
+	}
+}
+
+// A second daemon on the socket of a running one refuses to start (exit 1)
+// before it touches anything: the first keeps its socket and its engine,
+// also after the second has exited.
+func TestUnixSocketSecondDaemonRefused(t *testing.T) {
+	t.Parallel()
+	dir := sockDir(t)
+	sock := filepath.Join(dir, "api.sock")
+	cfg := tempConfig(t, configYAML(simHead+"state_dir: "+dir+"\n", simPool("p", nil)))
+	first := spawnUnixDaemon(t, sock, "-config", cfg)
+	if err := first.waitAPI(); err != nil {
+		t.Fatal(err)
+	}
+	pid := first.waitPools("p ready", allReady("p"))[0].pid()
+
+	code, stdout, stderr := runMain(t, []string{"POOL_MANAGERD_ADDR=unix:" + sock}, "-config", cfg)
+	if code != 1 {
+		t.Fatalf("second daemon: exit code = %d, want 1\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if out := stdout + stderr; !strings.Contains(out, sock) || !strings.Contains(out, "another process answers") {
+		t.Fatalf("second daemon: no message naming %s as taken:\n%s", sock, out)
+	}
+	p, _, err := first.pool("p")
+	if err != nil || p.pid() != pid || gone(pid) {
+		t.Fatalf("after the second daemon, the first's pool = %+v (%v), want engine %d still running", p, err, pid)
+	}
+	first.stop()
+	if _, err := os.Lstat(sock); !os.IsNotExist(err) {
+		t.Fatalf("the first daemon left its socket: %v", err)
+	}
+}
+
+// A stale socket (a daemon killed with SIGKILL) is replaced.
+func TestUnixSocketStaleReplaced(t *testing.T) {
+	t.Parallel()
+	dir := sockDir(t)
+	sock := filepath.Join(dir, "api.sock")
+	cfg := tempConfig(t, configYAML(simHead+"state_dir: "+dir+"\n", simPool("p", nil)))
+	first := spawnUnixDaemon(t, sock, "-config", cfg)
+	if err := first.waitAPI(); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.cmd.Process.Kill()
+	<-first.done
+	if fi, err := os.Lstat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("no stale socket after SIGKILL: %v", err)
+	}
+	second := spawnUnixDaemon(t, sock, "-config", cfg)
+	if err := second.waitAPI(); err != nil {
+		t.Fatal(fmt.Errorf("daemon on a stale socket: %w", err))
+	}
+	second.stop()
+}
