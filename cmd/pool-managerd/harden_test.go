@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -135,4 +136,71 @@ func TestUnixSocketStaleReplaced(t *testing.T) {
 		t.Fatal(fmt.Errorf("daemon on a stale socket: %w", err))
 	}
 	second.stop()
+}
+
+// mkfifo makes a named pipe at path.
+func mkfifo(t *testing.T, path string) {
+	t.Helper()
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// -check-config refuses what is not a regular file, at once, instead of
+// blocking on a pipe nobody writes or reading /dev/zero forever.
+func TestCheckConfigRefusesNonRegularFiles(t *testing.T) {
+	t.Parallel()
+	fifo := filepath.Join(t.TempDir(), "config.yaml")
+	mkfifo(t, fifo)
+	for _, path := range []string{fifo, "/dev/zero", t.TempDir()} {
+		start := time.Now()
+		code, _, stderr := runMain(t, nil, "-check-config", path)
+		if code == 0 || !strings.Contains(stderr, path) || !strings.Contains(stderr, "not a regular file") {
+			t.Errorf("-check-config %s: exit %d, stderr %q; want non-zero and a message naming it as not a regular file", path, code, stderr)
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("-check-config %s took %s", path, took)
+		}
+	}
+}
+
+// A config over the size bound is refused by name.
+func TestCheckConfigRefusesHugeFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte("# "+strings.Repeat("x", 5<<20)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runMain(t, nil, "-check-config", path)
+	if code == 0 || !strings.Contains(stderr, "larger than") {
+		t.Fatalf("-check-config on 5 MiB: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// A SIGHUP whose config path has become a named pipe does not deafen the
+// daemon: the reload is refused (the running config kept), and a SIGTERM
+// that follows is honoured.
+func TestSIGTERMHonouredAfterSIGHUPOnFIFO(t *testing.T) {
+	t.Parallel()
+	cfg := tempConfig(t, configYAML(simHead, simPool("p", nil)))
+	d := startDaemon(t, "-config", cfg)
+	pid := d.waitPools("p ready", allReady("p"))[0].pid()
+	if err := os.Remove(cfg); err != nil {
+		t.Fatal(err)
+	}
+	mkfifo(t, cfg)
+	d.signal(syscall.SIGHUP)
+	r := d.waitLog("config.reload_failed")
+	if !strings.Contains(r.str("err"), "not a regular file") {
+		t.Errorf("config.reload_failed does not say why: %s", r.Raw)
+	}
+	if p, _, err := d.pool("p"); err != nil || p.pid() != pid {
+		t.Errorf("after a refused reload, p = %+v (%v), want engine %d", p, err, pid)
+	}
+	d.signal(syscall.SIGHUP) // and again: still answered
+	d.signal(syscall.SIGTERM)
+	if code, _ := d.waitExit(exitLimit); code != 0 {
+		t.Fatalf("exit code after SIGTERM = %d, want 0", code)
+	}
+	waitGone(t, waitLimit, pid)
 }
