@@ -204,3 +204,40 @@ func TestSIGTERMHonouredAfterSIGHUPOnFIFO(t *testing.T) {
 	}
 	waitGone(t, waitLimit, pid)
 }
+
+// Requests with 1 MiB paths, sent without the token, cannot flood the log:
+// the request-derived fields of api.request are cut to a fixed length.
+func TestHugePathsDoNotFloodTheLog(t *testing.T) {
+	t.Parallel()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := tempConfig(t, configYAML(simHead+"auth: {token_file: "+tokenFile+"}\n", simPool("p", nil)))
+	d := startDaemon(t, "-config", cfg)
+	before := len(d.stdout.String())
+	path := "/v1/pools/" + strings.Repeat("a", 1<<20)
+	const n = 20
+	for range n {
+		code, err := d.do("GET", path, "", nil)
+		if err != nil || code != 401 {
+			t.Fatalf("GET with a 1 MiB path = HTTP %d (%v), want 401", code, err)
+		}
+	}
+	var logged []record
+	deadline := time.Now().Add(waitLimit)
+	for len(logged) < n && time.Now().Before(deadline) {
+		logged = find(d.records(), "api.request", "code", float64(401))
+		time.Sleep(pollEvery)
+	}
+	if len(logged) != n {
+		t.Fatalf("%d api.request records with code 401, want %d", len(logged), n)
+	}
+	if grew := len(d.stdout.String()) - before; grew > 64<<10 {
+		t.Fatalf("the log grew %d bytes for %d requests with 1 MiB paths, want < 64 KiB", grew, n)
+	}
+	if p := logged[0].str("path"); !strings.HasPrefix(p, "/v1/pools/aaaa") || !strings.Contains(p, "truncated") {
+		t.Fatalf("logged path = %.300q, want its start and a truncation marker", p)
+	}
+	d.stop()
+}
