@@ -174,6 +174,15 @@ func (s *statusWriter) Flush() {
 	}
 }
 
+// FlushError flushes and reports a failed write (http.ResponseController
+// uses it), e.g. one past the write deadline of an event stream.
+func (s *statusWriter) FlushError() error {
+	return http.NewResponseController(s.ResponseWriter).Flush()
+}
+
+// Unwrap lets http.ResponseController reach the connection (write deadlines).
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
 type ctxKey struct{}
 
 // wrap adds, around every handler: correlation id, auth, body limit, panic

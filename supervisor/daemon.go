@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pool-managerd/pool-managerd/actors"
 	"github.com/pool-managerd/pool-managerd/config"
@@ -50,6 +51,9 @@ type Options struct {
 	Token    string    // API bearer token; "" = none
 	Notifier *sdnotify.Notifier
 	Clock    actors.Clock
+	// EventWriteTimeout is how long a /v1/events write may wait for a
+	// client that does not read before the client is dropped (0: 10 s).
+	EventWriteTimeout time.Duration
 }
 
 // Daemon is one running pool-managerd.
@@ -75,6 +79,8 @@ type Daemon struct {
 	// stopped is closed once the shutdown has stopped every pool, just
 	// before the actor system goes: background loops end.
 	stopped chan struct{}
+	// streams counts the open /v1/events streams (a gauge in /metrics).
+	streams atomic.Int64
 
 	// hurryMu guards hurried and stopping. stopping is the pool actors as
 	// the shutdown found them, set once by the goroutine that owns pools.
@@ -118,6 +124,8 @@ func New(o Options) (*Daemon, error) {
 	}
 	d.log.Info("daemon.containment", "kind", containment, "cgroup_parent", cgroupPath(cgroups))
 	d.metrics = NewMetrics(d.snapshot)
+	d.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "event_streams",
+		Help: "Open GET /v1/events streams."}, func() float64 { return float64(d.streams.Load()) }))
 	d.guard = o.Guard
 	if d.guard == nil {
 		d.guard = gpu.Open(gpu.Options{RequireNVIDIA: o.Config.GPU.RequireNVIDIA, MinDriverVersion: o.Config.GPU.MinDriverVersion,
@@ -213,7 +221,8 @@ func (d *Daemon) Start(ln net.Listener) error {
 	d.srv = &http.Server{Handler: d.routes(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
 		IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)}
 	// No WriteTimeout: /v1/events streams and reload?wait=true may run long;
-	// those handlers bound themselves by the request context.
+	// those handlers bound themselves by the request context, and each
+	// event-stream write has a deadline of its own (getEvents).
 	go func() {
 		if err := d.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			d.log.Error("api.serve_failed", "err", err)
