@@ -62,7 +62,7 @@ func TestEventsDropsClientThatNeverReads(t *testing.T) {
 	cfg := &config.Config{Listen: "127.0.0.1:0", ShutdownDeadline: 5 * time.Second,
 		Pools: flappingPools(8), Log: config.Log{Format: "json", Level: "info"}}
 	d, err := New(Options{Config: cfg, Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		SelfExe: "/nonexistent", Guard: gpu.NoGuard{}, EventWriteTimeout: time.Second})
+		SelfExe: "/nonexistent", Guard: gpu.NoGuard{}, EventWriteTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
