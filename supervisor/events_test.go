@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -18,12 +19,13 @@ import (
 	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
 
-// flappingPool fails to spawn (no such binary) and retries after a
-// millisecond, for ever: a fast source of pool_state events.
+// flappingPool fails to spawn (no such binary) and retries after 5 ms, for
+// ever: a steady source of pool_state events that a reading client keeps
+// up with.
 func flappingPool(id string) config.Pool {
 	p := simPool(id)
 	p.Command = []string{"/nonexistent/engine-" + id}
-	p.Restart = config.Restart{Initial: time.Millisecond, Multiplier: 1, Max: time.Millisecond,
+	p.Restart = config.Restart{Initial: 5 * time.Millisecond, Multiplier: 1, Max: 5 * time.Millisecond,
 		ResetAfter: time.Hour, MaxFailures: 1 << 30, Window: time.Hour}
 	return p
 }
@@ -34,6 +36,20 @@ func flappingPools(n int) []config.Pool {
 		out = append(out, flappingPool("f"+strconv.Itoa(i)))
 	}
 	return out
+}
+
+// smallSendBuffers gives each accepted connection a small send buffer, so a
+// client that does not read fills it after some tens of events rather than
+// the megabytes loopback TCP buffers by default: the test then needs fewer
+// events, not different behaviour.
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(8 << 10)
+	}
+	return c, err
 }
 
 var streamsRE = regexp.MustCompile(`(?m)^pool_managerd_event_streams (\d+)$`)
@@ -60,16 +76,17 @@ func eventStreams(t *testing.T, base string) int {
 func TestEventsDropsClientThatNeverReads(t *testing.T) {
 	logs := &testutil.SyncBuffer{}
 	cfg := &config.Config{Listen: "127.0.0.1:0", ShutdownDeadline: 5 * time.Second,
-		Pools: flappingPools(8), Log: config.Log{Format: "json", Level: "info"}}
+		Pools: flappingPools(2), Log: config.Log{Format: "json", Level: "info"}}
 	d, err := New(Options{Config: cfg, Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		SelfExe: "/nonexistent", Guard: gpu.NoGuard{}, EventWriteTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	ln := smallSendBuffers{tcp}
 	if err := d.Start(ln); err != nil {
 		t.Fatal(err)
 	}
@@ -83,13 +100,15 @@ func TestEventsDropsClientThatNeverReads(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	readerEvents := make(chan int, 1)
+	var got atomic.Int64
 	go func() {
 		n := 0
 		sc := bufio.NewScanner(resp.Body)
 		for sc.Scan() {
 			if strings.HasPrefix(sc.Text(), "event: pool_state") {
 				n++
-				if n == 5000 {
+				got.Store(int64(n))
+				if n == 500 {
 					readerEvents <- n
 				}
 			}
@@ -127,7 +146,7 @@ func TestEventsDropsClientThatNeverReads(t *testing.T) {
 	select {
 	case <-readerEvents:
 	case <-time.After(2 * waitLimit):
-		t.Fatal("the reading client did not get 5000 events")
+		t.Fatalf("the reading client got %d events, not 500; %d streams open", got.Load(), eventStreams(t, base))
 	}
 	if n := eventStreams(t, base); n != 1 {
 		t.Fatalf("%d event streams open, want the reader's only", n)
