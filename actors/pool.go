@@ -27,7 +27,7 @@ type PoolDeps struct {
 	Cgroups     *cgroup.Parent // engines' cgroup parent; nil = marker containment
 	ProbeClient *http.Client
 	Observer    Observer
-	OnLogDrop   func(poolID string) // an engine output line was rate-limited away
+	OnLogDrop   func(poolID string, lines, bytes int) // engine output was rate-limited away or cut (see engine.Sink.SetOnDrop)
 }
 
 // Engine output handling: how many lines each pool keeps in memory for
@@ -196,7 +196,7 @@ func NewPoolProps(cfg config.Pool, d PoolDeps) *actor.Props {
 	log := d.Logger.With("pool_id", cfg.ID)
 	sink := engine.NewSink(log, logRingLines, logRatePerS, logBurst)
 	if d.OnLogDrop != nil {
-		sink.SetOnDrop(func() { d.OnLogDrop(cfg.ID) })
+		sink.SetOnDrop(func(lines, bytes int) { d.OnLogDrop(cfg.ID, lines, bytes) })
 	}
 	return actor.PropsFromProducer(func() actor.Actor {
 		p := &pool{id: cfg.ID, d: d, cfg: cfg, log: log, sink: sink, timers: map[string]timerRef{}}

@@ -13,19 +13,67 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"gopkg.in/yaml.v3"
 )
 
+// MaxFileSize bounds a config file: real configs are a few KiB.
+const MaxFileSize = 4 << 20
+
 // Load reads and parses the file at path. A file that cannot be read gives
 // the os error (wrapped, so errors.Is(err, fs.ErrNotExist) works); a file
 // with problems gives an *Errors listing all of them.
+//
+// Only a regular file of at most MaxFileSize bytes is read: a named pipe, a
+// device (/dev/zero) or a directory is refused at once, without a read that
+// could block or never end (the open does not wait for a pipe's writer).
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data, path)
+}
+
+// ReadFile reads a config file the way Load does: it refuses anything but a
+// regular file and a file over MaxFileSize bytes, with an error naming path.
+func ReadFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return Parse(data, path)
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("config: %s is not a regular file (%s)", path, fileKind(fi.Mode()))
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("config: %s is larger than %d MiB; a config is a few KiB", path, MaxFileSize>>20)
+	}
+	return data, nil
+}
+
+// fileKind names the type of a file that is not a regular one.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	}
+	return "mode " + m.String()
 }
 
 // Parse parses and validates a config; name is used in messages (usually

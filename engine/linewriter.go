@@ -9,21 +9,26 @@ import (
 	"unicode/utf8"
 )
 
-// maxLineBytes is the longest line kept whole; a longer one is split into
-// pieces of at most this size (at a UTF-8 boundary), never dropped. It is far
-// above any real engine's log line (vLLM's config dump is a few KiB), below
-// journald's 48 KiB LineMax even after JSON escaping, and bounds a pool's
-// ring at DefaultRingSize*16 KiB.
+// maxLineBytes is the longest line kept; a longer one keeps its first
+// maxLineBytes (cut at a UTF-8 boundary) followed by truncMarker, and the
+// rest of it, up to its newline, is dropped and counted in the sink's
+// DroppedBytes. It is far above any real engine's log line (vLLM's config
+// dump is a few KiB), below journald's 48 KiB LineMax even after JSON
+// escaping, and bounds a pool's ring at DefaultRingSize*16 KiB.
 const maxLineBytes = 16 << 10
+
+// truncMarker ends a line that was cut at maxLineBytes.
+const truncMarker = " …[line truncated at 16 KiB]"
 
 // lineWriter is the io.Writer os/exec copies one pipe into; exec's copying
 // goroutine is its only writer. Each Write marks activity; each complete
-// line goes to the sink.
+// line goes to the sink. It holds at most maxLineBytes of a line.
 type lineWriter struct {
 	stream   string
 	sink     *Sink
 	activity *atomic.Int64
 	buf      []byte // the current, unterminated line
+	skipping bool   // the current line was cut: drop up to its newline
 	last     atomic.Pointer[string]
 }
 
@@ -35,12 +40,22 @@ func (w *lineWriter) Write(b []byte) (int, error) {
 	w.activity.Store(time.Now().UnixNano())
 	for len(b) > 0 {
 		i := bytes.IndexByte(b, '\n')
+		if w.skipping {
+			if i < 0 {
+				w.sink.cut(len(b))
+				break
+			}
+			w.sink.cut(i)
+			w.skipping = false
+			b = b[i+1:]
+			continue
+		}
 		if i < 0 {
 			w.buf = append(w.buf, b...)
-			for len(w.buf) > maxLineBytes {
-				cut := runeCut(w.buf, maxLineBytes)
-				w.emit(w.buf[:cut])
-				w.buf = append(w.buf[:0], w.buf[cut:]...)
+			if len(w.buf) > maxLineBytes { // emit the head now; drop the rest as it comes
+				w.emitCut(w.buf)
+				w.buf = w.buf[:0]
+				w.skipping = true
 			}
 			break
 		}
@@ -49,7 +64,12 @@ func (w *lineWriter) Write(b []byte) (int, error) {
 			w.buf = append(w.buf, line...)
 			line = w.buf
 		}
-		w.emitLong(bytes.TrimSuffix(line, []byte{'\r'}))
+		line = bytes.TrimSuffix(line, []byte{'\r'})
+		if len(line) > maxLineBytes {
+			w.emitCut(line)
+		} else {
+			w.emit(line)
+		}
 		w.buf = w.buf[:0]
 		b = b[i+1:]
 	}
@@ -59,18 +79,18 @@ func (w *lineWriter) Write(b []byte) (int, error) {
 // flush emits an unterminated last line; called once the pipe is closed.
 func (w *lineWriter) flush() {
 	if len(w.buf) > 0 {
-		w.emitLong(bytes.TrimSuffix(w.buf, []byte{'\r'}))
-		w.buf = nil
+		w.emit(bytes.TrimSuffix(w.buf, []byte{'\r'}))
 	}
+	w.buf = nil
+	w.skipping = false
 }
 
-func (w *lineWriter) emitLong(line []byte) {
-	for len(line) > maxLineBytes {
-		cut := runeCut(line, maxLineBytes)
-		w.emit(line[:cut])
-		line = line[cut:]
-	}
-	w.emit(line)
+// emitCut emits the first maxLineBytes of an over-long line with the
+// marker, and counts the rest as cut.
+func (w *lineWriter) emitCut(line []byte) {
+	cut := runeCut(line, maxLineBytes)
+	w.sink.cut(len(line) - cut)
+	w.emit(append(line[:cut:cut], truncMarker...))
 }
 
 func (w *lineWriter) emit(line []byte) {

@@ -29,24 +29,35 @@ func TestLineWriterSplitsLines(t *testing.T) {
 	}
 }
 
-func TestLineWriterSplitsLongLines(t *testing.T) {
+// A line longer than maxLineBytes keeps its first maxLineBytes (cut at a
+// UTF-8 boundary) and a marker; the rest, up to its newline, is dropped and
+// counted. The buffer never holds more than one line's worth.
+func TestLineWriterTruncatesLongLines(t *testing.T) {
 	sink := NewSink(nil, 100, 0, 0)
 	var act atomic.Int64
 	w := &lineWriter{stream: StreamStderr, sink: sink, activity: &act}
 	long := strings.Repeat("é", maxLineBytes) // 2 bytes per rune: 2*maxLineBytes bytes
 	for i := 0; i < len(long); i += 1000 {    // arrives in chunks, as from a pipe
 		_, _ = w.Write([]byte(long[i:min(i+1000, len(long))]))
-	}
-	_, _ = w.Write([]byte("\nshort\n"))
-	lines := sink.Tail(10)
-	var joined strings.Builder
-	for _, l := range lines[:len(lines)-1] {
-		if len(l.Text) > maxLineBytes || !utf8.ValidString(l.Text) {
-			t.Fatalf("piece of %d bytes, valid UTF-8 %v", len(l.Text), utf8.ValidString(l.Text))
+		if cap(w.buf) > 2*maxLineBytes {
+			t.Fatalf("line buffer grew to %d bytes", cap(w.buf))
 		}
-		joined.WriteString(l.Text)
 	}
-	if joined.String() != long || len(lines) < 3 || lines[len(lines)-1].Text != "short" {
-		t.Fatalf("long line not split losslessly: %d pieces", len(lines))
+	_, _ = w.Write([]byte("\nshort\n" + long + "\n"))
+	w.flush()
+	lines := sink.Tail(10)
+	if len(lines) != 3 || lines[1].Text != "short" {
+		t.Fatalf("got %d lines, want 3 (long, short, long)", len(lines))
+	}
+	for _, i := range []int{0, 2} {
+		text := lines[i].Text
+		head, marker, ok := strings.Cut(text, truncMarker)
+		if !ok || marker != "" || len(head) > maxLineBytes || len(head) < maxLineBytes-utf8.UTFMax || !strings.HasPrefix(long, head) || !utf8.ValidString(text) {
+			t.Fatalf("line %d: %d bytes, marker %v, valid UTF-8 %v", i, len(text), ok, utf8.ValidString(text))
+		}
+	}
+	want := uint64(2 * (len(long) - len(strings.TrimSuffix(lines[0].Text, truncMarker))))
+	if got := sink.DroppedBytes(); got != want {
+		t.Fatalf("DroppedBytes = %d, want %d (what was cut)", got, want)
 	}
 }

@@ -18,6 +18,11 @@ const (
 	DefaultRingSize = 1000 // the logs endpoint serves at most 1000 lines
 	DefaultLogRate  = 100  // lines per second forwarded to the logger, sustained
 	DefaultLogBurst = 500  // a model load prints a few hundred lines at once
+
+	// The byte budget bites only on long lines: a few hundred lines of
+	// model loading are some tens of KiB, a vLLM config dump a few KiB.
+	DefaultLogBytesPerSec = 64 << 10  // bytes of output per second forwarded, sustained
+	DefaultLogByteBurst   = 512 << 10 // bytes forwarded at once
 )
 
 // The two output streams, as Line.Stream and the log's "stream" field name them.
@@ -63,28 +68,60 @@ func (l *Line) UnmarshalJSON(b []byte) error {
 // Sink is one pool's output sink; it outlives engine restarts, so the ring
 // shows the lines that led up to a crash. Safe for concurrent use; a nil
 // *Sink discards everything.
+//
+// Forwarding to the logger is limited by two token buckets, one of lines
+// and one of bytes: a line is forwarded only when both allow it, so neither
+// many short lines nor a few long ones flood the journal. Lines longer than
+// 16 KiB are cut there before they reach the sink (see lineWriter).
 type Sink struct {
-	logger  *slog.Logger
-	rate    float64 // tokens per second; <= 0: no limit
-	burst   float64
-	now     func() time.Time
-	dropped atomic.Uint64
+	logger       *slog.Logger
+	lines, bytes bucket
+	now          func() time.Time
+	dropped      atomic.Uint64
+	droppedBytes atomic.Uint64
 
-	mu         sync.Mutex
-	ring       []Line // fixed size; next is where the next line goes
-	next       int
-	count      int
-	last       map[string]string
-	tokens     float64
-	refilledAt time.Time
-	unreported uint64 // drops since the last forwarded line
-	onDrop     func()
+	mu              sync.Mutex
+	ring            []Line // fixed size; next is where the next line goes
+	next            int
+	count           int
+	last            map[string]string
+	refilledAt      time.Time
+	unreported      uint64 // lines dropped since the last forwarded line
+	unreportedBytes uint64 // bytes dropped (or cut from long lines) since then
+	onDrop          func(lines, bytes int)
+}
+
+// bucket is a token bucket: rate tokens per second up to burst; rate <= 0
+// is no limit.
+type bucket struct {
+	rate, burst, tokens float64
+}
+
+func newBucket(rate, burst int) bucket {
+	if burst <= 0 {
+		burst = max(rate, 1)
+	}
+	return bucket{rate: float64(rate), burst: float64(burst), tokens: float64(burst)}
+}
+
+func (b *bucket) refill(secs float64) {
+	b.tokens = min(b.burst, b.tokens+secs*b.rate)
+}
+
+func (b *bucket) has(n float64) bool { return b.rate <= 0 || b.tokens >= n }
+
+func (b *bucket) spend(n float64) {
+	if b.rate > 0 {
+		b.tokens -= n
+	}
 }
 
 // NewSink makes a sink that keeps the last ringSize lines (<= 0: the default)
 // and forwards lines to logger (which should carry pool_id; nil discards) at
-// ratePerSec sustained with bursts of burst lines. ratePerSec <= 0 forwards
-// everything; burst <= 0 means one second's worth.
+// ratePerSec sustained with bursts of burst lines, and at most
+// DefaultLogBytesPerSec bytes with bursts of DefaultLogByteBurst (see
+// SetByteLimit). ratePerSec <= 0 forwards everything; burst <= 0 means one
+// second's worth.
 func NewSink(logger *slog.Logger, ringSize int, ratePerSec int, burst int) *Sink {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -92,18 +129,29 @@ func NewSink(logger *slog.Logger, ringSize int, ratePerSec int, burst int) *Sink
 	if ringSize <= 0 {
 		ringSize = DefaultRingSize
 	}
-	if burst <= 0 {
-		burst = max(ratePerSec, 1)
-	}
-	return &Sink{
+	s := &Sink{
 		logger: logger,
-		rate:   float64(ratePerSec),
-		burst:  float64(burst),
+		lines:  newBucket(ratePerSec, burst),
 		now:    time.Now,
 		ring:   make([]Line, ringSize),
 		last:   make(map[string]string, 2),
-		tokens: float64(burst),
 	}
+	if ratePerSec > 0 {
+		s.bytes = newBucket(DefaultLogBytesPerSec, DefaultLogByteBurst)
+	}
+	return s
+}
+
+// SetByteLimit sets the byte bucket: perSec bytes per second sustained,
+// bursts of burst bytes (<= 0: one second's worth); perSec <= 0 lifts the
+// byte limit. The bucket starts full.
+func (s *Sink) SetByteLimit(perSec, burst int) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	s.bytes = newBucket(perSec, burst)
+	s.mu.Unlock()
 }
 
 // Write records one line (without its newline): always into the ring, and
@@ -118,46 +166,66 @@ func (s *Sink) Write(stream, text string) {
 	s.next = (s.next + 1) % len(s.ring)
 	s.count = min(s.count+1, len(s.ring))
 	s.last[stream] = text
-	allowed := s.take(now)
-	var unreported uint64
-	var onDrop func()
+	allowed := s.take(now, len(text))
+	var unreported, unreportedBytes uint64
+	var onDrop func(int, int)
 	if allowed {
 		unreported, s.unreported = s.unreported, 0
+		unreportedBytes, s.unreportedBytes = s.unreportedBytes, 0
 	} else {
 		s.unreported++
+		s.unreportedBytes += uint64(len(text))
 		onDrop = s.onDrop
 	}
 	s.mu.Unlock()
 
 	if !allowed {
 		s.dropped.Add(1)
+		s.droppedBytes.Add(uint64(len(text)))
 		if onDrop != nil {
-			onDrop()
+			onDrop(1, len(text))
 		}
 		return
 	}
 	ctx := context.Background()
-	if unreported > 0 {
-		s.logger.LogAttrs(ctx, slog.LevelWarn, logMsgDropped, slog.Uint64("dropped", unreported))
+	if unreported > 0 || unreportedBytes > 0 {
+		s.logger.LogAttrs(ctx, slog.LevelWarn, logMsgDropped, slog.Uint64("dropped", unreported), slog.Uint64("dropped_bytes", unreportedBytes))
 	}
 	s.logger.LogAttrs(ctx, slog.LevelInfo, logMsgOutput, slog.String("stream", stream), slog.String("line", text))
 }
 
-// take spends a token of the bucket, refilled at s.rate up to s.burst.
-// Called with s.mu held.
-func (s *Sink) take(now time.Time) bool {
-	if s.rate <= 0 {
-		return true
-	}
+// take spends a line token and n byte tokens when both buckets hold enough,
+// after refilling them. Called with s.mu held.
+func (s *Sink) take(now time.Time, n int) bool {
 	if !s.refilledAt.IsZero() {
-		s.tokens = min(s.burst, s.tokens+now.Sub(s.refilledAt).Seconds()*s.rate)
+		secs := now.Sub(s.refilledAt).Seconds()
+		s.lines.refill(secs)
+		s.bytes.refill(secs)
 	}
 	s.refilledAt = now
-	if s.tokens < 1 {
+	if !s.lines.has(1) || !s.bytes.has(float64(n)) {
 		return false
 	}
-	s.tokens--
+	s.lines.spend(1)
+	s.bytes.spend(float64(n))
 	return true
+}
+
+// cut counts n bytes of an over-long line that were left out of the ring
+// and the log (see lineWriter); they are reported with the next drop
+// report.
+func (s *Sink) cut(n int) {
+	if s == nil || n <= 0 {
+		return
+	}
+	s.mu.Lock()
+	s.unreportedBytes += uint64(n)
+	onDrop := s.onDrop
+	s.mu.Unlock()
+	s.droppedBytes.Add(uint64(n))
+	if onDrop != nil {
+		onDrop(0, n)
+	}
 }
 
 // reportDrops logs the drops not yet reported, so a flood that ends with the
@@ -167,11 +235,11 @@ func (s *Sink) reportDrops() {
 		return
 	}
 	s.mu.Lock()
-	n := s.unreported
-	s.unreported = 0
+	n, b := s.unreported, s.unreportedBytes
+	s.unreported, s.unreportedBytes = 0, 0
 	s.mu.Unlock()
-	if n > 0 {
-		s.logger.LogAttrs(context.Background(), slog.LevelWarn, logMsgDropped, slog.Uint64("dropped", n))
+	if n > 0 || b > 0 {
+		s.logger.LogAttrs(context.Background(), slog.LevelWarn, logMsgDropped, slog.Uint64("dropped", n), slog.Uint64("dropped_bytes", b))
 	}
 }
 
@@ -203,7 +271,7 @@ func (s *Sink) LastLine(stream string) string {
 }
 
 // Dropped counts lines not forwarded to the logger because of the rate
-// limit; they are still in the ring.
+// limits; they are still in the ring.
 func (s *Sink) Dropped() uint64 {
 	if s == nil {
 		return 0
@@ -211,9 +279,20 @@ func (s *Sink) Dropped() uint64 {
 	return s.dropped.Load()
 }
 
-// SetOnDrop sets a callback run once per dropped line (for a metric), outside
-// the sink's lock; it must not block.
-func (s *Sink) SetOnDrop(f func()) {
+// DroppedBytes counts bytes of output the logger never got: those of the
+// lines Dropped counts, and the parts of over-long lines that were cut
+// (those are in neither the ring nor the log).
+func (s *Sink) DroppedBytes() uint64 {
+	if s == nil {
+		return 0
+	}
+	return s.droppedBytes.Load()
+}
+
+// SetOnDrop sets a callback (for metrics) run outside the sink's lock, once
+// per dropped line with (1, its bytes) and once per cut of an over-long line
+// with (0, bytes cut); it must not block.
+func (s *Sink) SetOnDrop(f func(lines, bytes int)) {
 	if s == nil {
 		return
 	}

@@ -67,7 +67,7 @@ func TestSinkRateLimit(t *testing.T) {
 	var logs logBuffer
 	sink := engine.NewSink(slog.New(slog.NewJSONHandler(&logs, nil)), 1000, 100, 5)
 	var onDrop atomic.Uint64
-	sink.SetOnDrop(func() { onDrop.Add(1) })
+	sink.SetOnDrop(func(lines, _ int) { onDrop.Add(uint64(lines)) })
 	const n = 300
 	for i := range n {
 		sink.Write("stdout", fmt.Sprintf("line %d", i))
@@ -79,7 +79,12 @@ func TestSinkRateLimit(t *testing.T) {
 	if onDrop.Load() != dropped {
 		t.Fatalf("OnDrop ran %d times, Dropped = %d", onDrop.Load(), dropped)
 	}
-	logged := len(logs.records(t))
+	logged := 0 // a slow run refills tokens mid-loop: drop reports come between lines
+	for _, r := range logs.records(t) {
+		if r["msg"] == "engine output" {
+			logged++
+		}
+	}
 	if uint64(logged)+dropped != n {
 		t.Fatalf("logged %d + dropped %d != %d written", logged, dropped, n)
 	}
@@ -190,4 +195,79 @@ func TestSimSpamIsRateLimited(t *testing.T) {
 	if logged+sink.Dropped() != total || reported != sink.Dropped() {
 		t.Fatalf("logged %d + dropped %d != %d lines written; %d drops reported", logged, sink.Dropped(), total, reported)
 	}
+}
+
+// The limiter bounds bytes as well as lines: lines well within the line
+// rate but long are dropped once the byte budget is spent, and counted.
+func TestSinkByteLimit(t *testing.T) {
+	var logs logBuffer
+	sink := engine.NewSink(slog.New(slog.NewJSONHandler(&logs, nil)), 1000, 1000, 1000)
+	sink.SetByteLimit(1000, 10_000)
+	var lines, bytes atomic.Uint64
+	sink.SetOnDrop(func(l, b int) { lines.Add(uint64(l)); bytes.Add(uint64(b)) })
+	line := strings.Repeat("x", 1000)
+	for range 100 {
+		sink.Write("stdout", line)
+	}
+	var logged int
+	for _, r := range logs.records(t) {
+		if r["msg"] == "engine output" {
+			logged++
+		}
+	}
+	if logged > 12 || logged < 9 {
+		t.Fatalf("logged %d lines of 1000 bytes with a 10000-byte burst", logged)
+	}
+	if d := sink.Dropped(); d != uint64(100-logged) || lines.Load() != d {
+		t.Fatalf("Dropped = %d, OnDrop lines %d; want %d", d, lines.Load(), 100-logged)
+	}
+	if d := sink.DroppedBytes(); d != uint64(1000*(100-logged)) || bytes.Load() != d {
+		t.Fatalf("DroppedBytes = %d, OnDrop bytes %d; want %d", d, bytes.Load(), 1000*(100-logged))
+	}
+	if len(sink.Tail(1000)) != 100 {
+		t.Fatal("the ring lost lines")
+	}
+}
+
+// A real process writing long lines as fast as it can: the log gets at
+// most the byte burst plus the byte rate over the run, each ring line is
+// at most the line limit, and every dropped line and byte is counted and
+// reported.
+func TestLongLineFloodIsBounded(t *testing.T) {
+	t.Parallel()
+	var logs logBuffer
+	sink := engine.NewSink(slog.New(slog.NewJSONHandler(&logs, nil)), 1000, engine.DefaultLogRate, engine.DefaultLogBurst)
+	start := time.Now()
+	p, err := engine.Start(engine.Spec{PoolID: t.Name(), Sink: sink,
+		Argv: []string{"sh", "-c", `exec yes "$(printf '%*s' 100000 '' | tr ' ' x)"`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop(0) })
+	waitFor(t, 30*time.Second, "20 MB of long lines", func() bool { return sink.DroppedBytes() > 20<<20 })
+	p.Stop(5 * time.Second)
+	elapsed := time.Since(start)
+	var logged, reportedLines, reportedBytes uint64
+	for _, r := range logs.records(t) {
+		switch r["msg"] {
+		case "engine output":
+			logged += uint64(len(r["line"].(string)))
+		case "engine output dropped":
+			reportedLines += uint64(r["dropped"].(float64))
+			reportedBytes += uint64(r["dropped_bytes"].(float64))
+		}
+	}
+	bound := uint64(engine.DefaultLogByteBurst) + uint64(elapsed.Seconds()*engine.DefaultLogBytesPerSec) + 32<<10
+	if logged > bound {
+		t.Fatalf("logged %d bytes of engine output in %s, bound %d", logged, elapsed, bound)
+	}
+	for _, l := range sink.Tail(1000) {
+		if len(l.Text) > 17<<10 {
+			t.Fatalf("a ring line of %d bytes", len(l.Text))
+		}
+	}
+	if reportedLines != sink.Dropped() || reportedBytes != sink.DroppedBytes() {
+		t.Fatalf("reported %d lines / %d bytes dropped, counted %d / %d", reportedLines, reportedBytes, sink.Dropped(), sink.DroppedBytes())
+	}
+	t.Logf("%s: logged %d bytes, dropped %d lines and %d bytes", elapsed, logged, sink.Dropped(), sink.DroppedBytes())
 }

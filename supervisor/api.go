@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pool-managerd/pool-managerd/actors"
 )
@@ -173,6 +174,15 @@ func (s *statusWriter) Flush() {
 	}
 }
 
+// FlushError flushes and reports a failed write (http.ResponseController
+// uses it), e.g. one past the write deadline of an event stream.
+func (s *statusWriter) FlushError() error {
+	return http.NewResponseController(s.ResponseWriter).Flush()
+}
+
+// Unwrap lets http.ResponseController reach the connection (write deadlines).
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
 type ctxKey struct{}
 
 // wrap adds, around every handler: correlation id, auth, body limit, panic
@@ -203,7 +213,7 @@ func (d *Daemon) wrap(rt route) http.Handler {
 			if r.Method != "GET" || sw.code >= 400 {
 				lvl = slog.LevelInfo
 			}
-			d.log.Log(r.Context(), lvl, "api.request", "method", r.Method, "path", r.URL.Path, "code", sw.code,
+			d.log.Log(r.Context(), lvl, "api.request", "method", clip(r.Method), "path", clip(r.URL.Path), "code", sw.code,
 				"duration_ms", time.Since(start).Milliseconds(), "correlation_id", cid)
 		}()
 		if rt.access != open && !d.authorized(r) {
@@ -236,6 +246,24 @@ func (d *Daemon) wrap(rt route) http.Handler {
 		}
 		_ = code
 	})
+}
+
+// maxLogField bounds a request-derived string in a log record (the path,
+// the method): a client without credentials must not be able to write
+// megabytes of log per request.
+const maxLogField = 256
+
+// clip returns s cut to maxLogField bytes (at a UTF-8 boundary) with a
+// marker saying how much was left out, or s itself when it is short enough.
+func clip(s string) string {
+	if len(s) <= maxLogField {
+		return s
+	}
+	cut := maxLogField
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…(truncated " + strconv.Itoa(len(s)-cut) + " bytes)"
 }
 
 // authorized checks "Authorization: Bearer <token>" against the token the

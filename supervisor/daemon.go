@@ -15,9 +15,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pool-managerd/pool-managerd/actors"
 	"github.com/pool-managerd/pool-managerd/config"
@@ -56,6 +58,9 @@ type Options struct {
 	// on TCP without a token; WriteTokenFile is where it was written, for
 	// the 401 message.
 	WriteToken, WriteTokenFile string
+	// EventWriteTimeout is how long a /v1/events write may wait for a
+	// client that does not read before the client is dropped (0: 10 s).
+	EventWriteTimeout time.Duration
 }
 
 // Daemon is one running pool-managerd.
@@ -81,6 +86,8 @@ type Daemon struct {
 	// stopped is closed once the shutdown has stopped every pool, just
 	// before the actor system goes: background loops end.
 	stopped chan struct{}
+	// streams counts the open /v1/events streams (a gauge in /metrics).
+	streams atomic.Int64
 
 	// hurryMu guards hurried and stopping. stopping is the pool actors as
 	// the shutdown found them, set once by the goroutine that owns pools.
@@ -128,6 +135,8 @@ func New(o Options) (*Daemon, error) {
 	d.log.Info("daemon.containment", "kind", containment, "cgroup_parent", cgroupPath(cgroups))
 	d.metrics = NewMetrics(d.snapshot)
 	d.setPoolConfigs(o.Config.Pools)
+	d.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "event_streams",
+		Help: "Open GET /v1/events streams."}, func() float64 { return float64(d.streams.Load()) }))
 	d.guard = o.Guard
 	if d.guard == nil {
 		d.guard = gpu.Open(gpu.Options{RequireNVIDIA: o.Config.GPU.RequireNVIDIA, MinDriverVersion: o.Config.GPU.MinDriverVersion,
@@ -184,9 +193,18 @@ func (d *Daemon) Handler() http.Handler { return d.routes() }
 // Metrics exposes the daemon's metrics registry.
 func (d *Daemon) Metrics() *Metrics { return d.metrics }
 
-// Start sweeps orphans, starts the actor system and every pool, and begins
-// serving the API on ln (nil: listen on the configured address).
+// Start listens (ln nil: on the configured address), sweeps orphans,
+// starts the actor system and every pool, and begins serving the API on ln.
 func (d *Daemon) Start(ln net.Listener) error {
+	// Listen first: a taken port or socket path (another daemon, maybe on
+	// the same state_dir) must stop this one before its sweep could kill
+	// the other's engines, and before any engine starts.
+	if ln == nil {
+		var err error
+		if ln, err = Listen(d.cfg.Listen); err != nil {
+			return err
+		}
+	}
 	if dir := d.cfg.StateDir; dir != "" {
 		if n, err := pidrec.Sweep(dir, d.log); err != nil {
 			d.log.Warn("orphan.sweep_failed", "err", err)
@@ -202,12 +220,6 @@ func (d *Daemon) Start(ln net.Listener) error {
 	d.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(warnOnly{d.log.Handler().WithAttrs([]slog.Attr{slog.String("component", "protoactor")})})
 	}))
-	if ln == nil { // listen before any engine starts: a taken port spawns nothing
-		var err error
-		if ln, err = Listen(d.cfg.Listen); err != nil {
-			return err
-		}
-	}
 	d.ln = ln
 	d.reg = d.sys.Root.Spawn(actors.NewRegistryProps(d.opts.Clock, d.log.With("component", "registry")))
 	for _, p := range d.cfg.Pools {
@@ -220,7 +232,8 @@ func (d *Daemon) Start(ln net.Listener) error {
 	d.srv = &http.Server{Handler: d.routes(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
 		IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)}
 	// No WriteTimeout: /v1/events streams and reload?wait=true may run long;
-	// those handlers bound themselves by the request context.
+	// those handlers bound themselves by the request context, and each
+	// event-stream write has a deadline of its own (getEvents).
 	go func() {
 		if err := d.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			d.log.Error("api.serve_failed", "err", err)
@@ -239,23 +252,101 @@ func (d *Daemon) Start(ln net.Listener) error {
 func (d *Daemon) Addr() net.Addr { return d.ln.Addr() }
 
 // Listen opens "host:port" or "unix:/path".
+//
+// A unix socket path is taken with care, because the daemon usually runs as
+// root: whatever is at the path and is not a socket (a regular file, a
+// directory) is never removed, and Listen fails naming it; a socket that
+// another process answers on (a second daemon) is left alone and Listen
+// fails; only a stale socket, where a connect is refused, is removed. The
+// socket gets mode 0660. Closing the listener unlinks the path only while it
+// is still the socket this listener bound (same device and inode), so a
+// daemon never removes the socket of another that took the path since.
 func Listen(addr string) (net.Listener, error) {
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("listen %s: remove stale socket: %w", addr, err)
-		}
-		ln, err := net.Listen("unix", path)
-		if err != nil {
-			return nil, fmt.Errorf("listen %s: %w", addr, err)
-		}
-		_ = os.Chmod(path, 0o660)
-		return ln, nil
+		return listenUnix(addr, path)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
 	return ln, nil
+}
+
+// staleProbe bounds the connect that tells a live socket from a stale one.
+const staleProbe = 2 * time.Second
+
+func listenUnix(addr, path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("listen %s: %s exists and is not a socket (%s); refusing to remove it", addr, path, fileKind(fi.Mode()))
+		}
+		c, err := net.DialTimeout("unix", path, staleProbe)
+		switch {
+		case err == nil:
+			c.Close()
+			return nil, fmt.Errorf("listen %s: another process answers on %s (is another pool-managerd running?); refusing to take it over", addr, path)
+		case errors.Is(err, syscall.ECONNREFUSED): // nobody listens: left by a daemon that died
+			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("listen %s: remove stale socket: %w", addr, err)
+			}
+		default:
+			return nil, fmt.Errorf("listen %s: cannot tell whether the socket at %s is stale: %w", addr, path, err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	// bind fails (EADDRINUSE) if anything appeared at the path meanwhile:
+	// it never replaces a file.
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	ul := ln.(*net.UnixListener)
+	ul.SetUnlinkOnClose(false) // the net package would unlink whatever is at the path
+	var st syscall.Stat_t
+	if err := syscall.Lstat(path, &st); err != nil {
+		ul.Close()
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	_ = os.Chmod(path, 0o660)
+	return &unixListener{UnixListener: ul, path: path, dev: uint64(st.Dev), ino: st.Ino}, nil
+}
+
+// unixListener is a unix socket listener that, on Close, unlinks its path
+// only while it still names the socket it bound.
+type unixListener struct {
+	*net.UnixListener
+	path     string
+	dev, ino uint64
+	once     sync.Once
+}
+
+func (l *unixListener) Close() error {
+	err := l.UnixListener.Close()
+	l.once.Do(func() {
+		var st syscall.Stat_t
+		if syscall.Lstat(l.path, &st) == nil && uint64(st.Dev) == l.dev && st.Ino == l.ino {
+			_ = os.Remove(l.path)
+		}
+	})
+	return err
+}
+
+// fileKind names the type of a file in an error message.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeSymlink != 0:
+		return "a symbolic link"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	case m.IsRegular():
+		return "a regular file"
+	}
+	return "file mode " + m.String()
 }
 
 // awaitRegistered waits until the registry lists every configured pool, so

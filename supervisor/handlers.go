@@ -433,19 +433,46 @@ func (d *Daemon) postPlacement(w http.ResponseWriter, r *http.Request) (int, err
 // proxies and clients see the connection is alive.
 const sseKeepAlive = 15 * time.Second
 
+// defaultEventWriteTimeout is how long an event stream waits for a client to
+// take one write (an event or a keep-alive) before it drops the client.
+const defaultEventWriteTimeout = 10 * time.Second
+
+// getEvents streams pool transitions as Server-Sent Events, in every daemon
+// state until the shutdown begins (then the stream ends). A client that
+// falls behind is disconnected: when the registry has 256 events queued for
+// it (it closes the subscription), or when one write does not reach the
+// client within the write timeout (its socket buffers are full because it
+// does not read). So a client that never reads costs at most the queue and
+// the socket buffers, for at most the timeout.
 func (d *Daemon) getEvents(w http.ResponseWriter, r *http.Request) (int, error) {
-	fl, ok := w.(http.Flusher)
-	if !ok {
+	if _, ok := w.(http.Flusher); !ok {
 		return 0, errf("INTERNAL", "streaming unsupported")
 	}
+	rc := http.NewResponseController(w)
 	ch := make(chan actors.Transition, 256)
 	d.sys.Root.Send(d.reg, &actors.Subscribe{Ch: ch})
 	defer d.sys.Root.Send(d.reg, &actors.Unsubscribe{Ch: ch})
+	d.streams.Add(1)
+	defer d.streams.Add(-1)
+	timeout := d.opts.EventWriteTimeout
+	if timeout <= 0 {
+		timeout = defaultEventWriteTimeout
+	}
+	// send writes one chunk and flushes it within the timeout; false: the
+	// client is gone or does not take it.
+	send := func(format string, args ...any) bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(timeout))
+		if _, err := fmt.Fprintf(w, format, args...); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(200)
-	fmt.Fprint(w, ": pool-managerd events\n\n")
-	fl.Flush()
+	if !send(": pool-managerd events\n\n") {
+		return 200, nil
+	}
 	ka := time.NewTicker(sseKeepAlive)
 	defer ka.Stop()
 	for {
@@ -455,15 +482,17 @@ func (d *Daemon) getEvents(w http.ResponseWriter, r *http.Request) (int, error) 
 		case <-d.quit: // shutting down: end the stream, so the server's Shutdown need not wait for the client
 			return 200, nil
 		case <-ka.C:
-			fmt.Fprint(w, ": keep-alive\n\n")
-			fl.Flush()
+			if !send(": keep-alive\n\n") {
+				return 200, nil
+			}
 		case t, ok := <-ch:
 			if !ok { // fell behind: the client reconnects and re-reads /v1/pools
 				return 200, nil
 			}
 			b, _ := json.Marshal(t)
-			fmt.Fprintf(w, "event: pool_state\ndata: %s\n\n", b)
-			fl.Flush()
+			if !send("event: pool_state\ndata: %s\n\n", b) {
+				return 200, nil
+			}
 		}
 	}
 }

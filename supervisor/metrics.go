@@ -25,6 +25,7 @@ type Metrics struct {
 	api       *prometheus.HistogramVec
 	xids      *prometheus.CounterVec
 	dropped   *prometheus.CounterVec
+	droppedB  *prometheus.CounterVec
 	snapshots func(context.Context) ([]actors.PoolStatus, error)
 }
 
@@ -48,8 +49,10 @@ func NewMetrics(snapshot func(context.Context) ([]actors.PoolStatus, error)) *Me
 	m.xids = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "gpu_xid_events_total",
 		Help: "NVIDIA XID events seen by NVML."}, []string{"uuid", "xid"})
 	m.dropped = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "engine_log_lines_dropped_total",
-		Help: "Engine output lines not forwarded to the journal because of the per-pool rate limit."}, []string{"pool_id"})
-	m.Registry.MustRegister(m.restarts, m.preload, m.drain, m.reloads, m.probes, m.api, m.xids, m.dropped,
+		Help: "Engine output lines not forwarded to the journal because of the per-pool rate limits (lines and bytes)."}, []string{"pool_id"})
+	m.droppedB = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "engine_log_bytes_dropped_total",
+		Help: "Engine output bytes not forwarded to the journal: those of rate-limited lines, and what was cut from lines over 16 KiB."}, []string{"pool_id"})
+	m.Registry.MustRegister(m.restarts, m.preload, m.drain, m.reloads, m.probes, m.api, m.xids, m.dropped, m.droppedB,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &stateCollector{m})
 	return m
 }
@@ -77,8 +80,16 @@ func (m *Metrics) XID(uuid string, xid uint64) {
 	m.xids.WithLabelValues(uuid, itoa(xid)).Inc()
 }
 
-// LogDropped counts one engine output line dropped by the rate limit.
-func (m *Metrics) LogDropped(pool string) { m.dropped.WithLabelValues(pool).Inc() }
+// LogDropped counts engine output the journal did not get: lines dropped by
+// the rate limits, and bytes (theirs, and those cut from over-long lines).
+func (m *Metrics) LogDropped(pool string, lines, bytes int) {
+	if lines > 0 {
+		m.dropped.WithLabelValues(pool).Add(float64(lines))
+	}
+	if bytes > 0 {
+		m.droppedB.WithLabelValues(pool).Add(float64(bytes))
+	}
+}
 
 // ObserveAPI records one API request.
 func (m *Metrics) ObserveAPI(route string, code int, d time.Duration) {
@@ -87,7 +98,7 @@ func (m *Metrics) ObserveAPI(route string, code int, d time.Duration) {
 
 // Forget removes a pool's series once it is gone from the config.
 func (m *Metrics) Forget(pool string) {
-	for _, v := range []*prometheus.CounterVec{m.restarts, m.reloads, m.dropped} {
+	for _, v := range []*prometheus.CounterVec{m.restarts, m.reloads, m.dropped, m.droppedB} {
 		v.DeletePartialMatch(prometheus.Labels{"pool_id": pool})
 	}
 	for _, v := range []*prometheus.HistogramVec{m.preload, m.drain, m.probes} {

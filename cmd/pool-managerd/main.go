@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/pool-managerd/pool-managerd/config"
 	"github.com/pool-managerd/pool-managerd/configs"
@@ -214,18 +215,8 @@ func serve(load func() (*config.Config, error), stdout, stderr io.Writer) int {
 		d.Shutdown()
 		return exitFatal
 	}
-	for sig := range sigs {
-		if sig != syscall.SIGHUP {
-			logger.Info("daemon.signal", "signal", engine.SignalName(sig.(syscall.Signal)))
-			break
-		}
-		next, err := load()
-		if err != nil {
-			logger.Error("config.reload_failed", "err", err.Error(), "detail", "keeping the running config")
-			continue
-		}
-		d.Reconfigure(next)
-	}
+	sig := awaitStop(sigs, load, func(next *config.Config) { d.Reconfigure(next) }, logger, reloadTimeout)
+	logger.Info("daemon.signal", "signal", engine.SignalName(sig.(syscall.Signal)))
 	go func() { // another SIGTERM/SIGINT hurries the shutdown: drains stop waiting for leases
 		for s := range sigs {
 			logger.Warn("daemon.signal_during_shutdown", "signal", engine.SignalName(s.(syscall.Signal)))
@@ -236,6 +227,78 @@ func serve(load func() (*config.Config, error), stdout, stderr io.Writer) int {
 	}()
 	d.Shutdown()
 	return exitOK
+}
+
+// reloadTimeout bounds a SIGHUP's config read (a hung network mount).
+const reloadTimeout = 10 * time.Second
+
+// awaitStop is the daemon's signal loop: it returns the first SIGTERM or
+// SIGINT from sigs, whatever else is going on. A SIGHUP reads the config
+// with load in a goroutine of its own, so a read that blocks never holds up
+// a signal; a read that has not finished within timeout is abandoned (the
+// reload is refused and logged; the running config is kept). A SIGHUP that
+// arrives while a read is in flight is merged: one more read follows once
+// the current one ends, however many came. apply runs here, between
+// signals, with each config read without error (Reconfigure only asks actors,
+// which answer at once or within their ask timeout).
+func awaitStop(sigs <-chan os.Signal, load func() (*config.Config, error), apply func(*config.Config),
+	logger *slog.Logger, timeout time.Duration) os.Signal {
+	type result struct {
+		cfg *config.Config
+		err error
+	}
+	var (
+		reading <-chan result // the read in flight; nil when none
+		timer   *time.Timer
+		expired <-chan time.Time
+		again   bool // a SIGHUP came during the read in flight
+	)
+	startRead := func() {
+		ch := make(chan result, 1) // an abandoned read still ends without blocking
+		go func() {
+			c, err := load()
+			ch <- result{c, err}
+		}()
+		reading = ch
+		timer = time.NewTimer(timeout)
+		expired = timer.C
+	}
+	endRead := func() {
+		timer.Stop()
+		reading, expired = nil, nil
+		if again {
+			again = false
+			startRead()
+		}
+	}
+	for {
+		select {
+		case sig := <-sigs:
+			if sig != syscall.SIGHUP {
+				if timer != nil {
+					timer.Stop()
+				}
+				return sig
+			}
+			if reading != nil {
+				again = true
+				logger.Info("config.reload_queued", "detail", "a config read is in flight; the file is read once more after it")
+				continue
+			}
+			startRead()
+		case res := <-reading:
+			if res.err != nil {
+				logger.Error("config.reload_failed", "err", res.err.Error(), "detail", "keeping the running config")
+			} else {
+				apply(res.cfg)
+			}
+			endRead()
+		case <-expired:
+			logger.Error("config.reload_failed", "err", fmt.Sprintf("reading the config did not finish within %s", timeout),
+				"detail", "keeping the running config")
+			endRead()
+		}
+	}
 }
 
 func readToken(cfg *config.Config) (string, error) {
