@@ -39,26 +39,45 @@ func Load(path string) (*Config, error) {
 // ReadFile reads a config file the way Load does: it refuses anything but a
 // regular file and a file over MaxFileSize bytes, with an error naming path.
 func ReadFile(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	data, err := ReadRegularFile(path, MaxFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
+	}
+	return data, nil
+}
+
+// ReadRegularFile reads path if it is a regular file of at most limit bytes.
+// A named pipe, a device or a directory is refused at once (the open does
+// not wait for a pipe's writer), so no read can block or never end. The
+// daemon reads every file it is pointed at (config, token file) this way.
+func ReadRegularFile(path string, limit int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("config: %s is not a regular file (%s)", path, fileKind(fi.Mode()))
+		return nil, fmt.Errorf("%s is not a regular file (%s)", path, fileKind(fi.Mode()))
 	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, err
 	}
-	if len(data) > MaxFileSize {
-		return nil, fmt.Errorf("config: %s is larger than %d MiB; a config is a few KiB", path, MaxFileSize>>20)
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than %s; it should be a few KiB", path, sizeName(limit))
 	}
 	return data, nil
+}
+
+func sizeName(n int64) string {
+	if n >= 1<<20 && n%(1<<20) == 0 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // fileKind names the type of a file that is not a regular one.

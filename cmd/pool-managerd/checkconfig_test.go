@@ -179,3 +179,34 @@ pools:
 		t.Errorf("stdout %q: want an ok line that counts the warnings", stdout)
 	}
 }
+
+// auth.token_file on a named pipe (or /dev/zero) is refused at once: the
+// start must not wait forever for a writer, or read without end.
+func TestTokenFileMustBeRegular(t *testing.T) {
+	t.Setenv("POOL_MANAGERD_TOKEN", "")
+	t.Setenv("POOL_MANAGERD_ADDR", "")
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "token.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tf := range []string{fifo, "/dev/zero"} {
+		f := filepath.Join(dir, "c.yaml")
+		writeFile(t, f, configYAML("auth: {token_file: "+tf+"}\n"+simHead, simPool("one", nil)))
+		done := make(chan struct{})
+		var code int
+		var errb bytes.Buffer
+		go func() {
+			defer close(done)
+			code = run([]string{"-check-config", f}, &bytes.Buffer{}, &errb)
+		}()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("-check-config with token_file %s hangs", tf)
+		}
+		if code != 2 || !strings.Contains(errb.String(), "not a regular file") {
+			t.Errorf("token_file %s: exit %d, stderr %q; want 2 and 'not a regular file'", tf, code, errb.String())
+		}
+	}
+}

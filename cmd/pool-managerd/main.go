@@ -301,6 +301,9 @@ func awaitStop(sigs <-chan os.Signal, load func() (*config.Config, error), apply
 	}
 }
 
+// maxTokenFile bounds auth.token_file: a token is a line of text.
+const maxTokenFile = 64 << 10
+
 func readToken(cfg *config.Config) (string, error) {
 	if t := strings.TrimSpace(os.Getenv("POOL_MANAGERD_TOKEN")); t != "" {
 		return t, nil
@@ -308,7 +311,7 @@ func readToken(cfg *config.Config) (string, error) {
 	if cfg.Auth.TokenFile == "" {
 		return "", nil
 	}
-	b, err := os.ReadFile(cfg.Auth.TokenFile)
+	b, err := config.ReadRegularFile(cfg.Auth.TokenFile, maxTokenFile) // a FIFO or /dev/zero must not hang the start
 	if errors.Is(err, fs.ErrNotExist) {
 		f := cfg.Auth.TokenFile
 		return "", fmt.Errorf("auth.token_file: %w (create it: install -d -m 0755 %s && (umask 077; head -c 32 /dev/urandom | base64 > %s))", err, filepath.Dir(f), f)
