@@ -17,6 +17,12 @@ import (
 // Empty means "not stamped": Get falls back to the module version.
 var Version string
 
+// Commit, CommitTime and Modified ("true" or "false") stand in for the go
+// command's vcs.revision, vcs.time and vcs.modified where it records none:
+// it finds no VCS in a git worktree (.git is a file there) or with
+// -buildvcs=false. packaging/build-deb.sh stamps them with -X like Version.
+var Commit, CommitTime, Modified string
+
 // Info is what the binary knows about its own build.
 type Info struct {
 	Version   string // release version; "" when neither stamped nor known to the go command
@@ -31,7 +37,7 @@ func Get() Info { return get(debug.ReadBuildInfo) }
 
 // get is Get with read standing in for debug.ReadBuildInfo.
 func get(read func() (*debug.BuildInfo, bool)) Info {
-	i := Info{Version: Version}
+	i := Info{Version: Version, Commit: Commit, Time: CommitTime, Modified: Modified == "true"}
 	bi, ok := read()
 	if !ok {
 		return i

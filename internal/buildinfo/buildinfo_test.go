@@ -24,8 +24,13 @@ func TestInfoString(t *testing.T) {
 			t.Errorf("stamped %q: String = %q, want %q", tc.stamped, got, tc.want)
 		}
 	}
-	Version = ""
 	none := func() (*debug.BuildInfo, bool) { return &debug.BuildInfo{Main: debug.Module{Version: "(devel)"}}, true }
+	// A worktree build: no vcs.* settings, the commit stamped with -X.
+	Version, Commit, CommitTime, Modified = "1.2.0", "da3c41987a62b5c1649199444640975b8c2b7a8a", "2026-12-01T11:29:39Z", "false"
+	if got, want := get(none).String("dev"), "1.2.0 (commit da3c41987a62, 2026-12-01T11:29:39Z)"; got != want {
+		t.Errorf("stamped commit: String = %q, want %q", got, want)
+	}
+	Version, Commit, CommitTime, Modified = "", "", "", ""
 	if got, want := get(none).String("0.1.0-dev"), "0.1.0-dev (commit unknown)"; got != want {
 		t.Errorf("no build info: String = %q, want %q", got, want)
 	}
