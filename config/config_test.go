@@ -117,7 +117,7 @@ func TestBuiltinDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Listen != "127.0.0.1:9200" || c.ShutdownDeadline != 30*time.Second || c.StateDir != "" ||
-		c.Auth.TokenFile != "" || c.Log != (Log{"json", "info"}) || c.GPU != (GPU{RequireNVIDIA: true}) {
+		c.Auth.TokenFile != "" || c.Log != (Log{"auto", "info"}) || c.GPU != (GPU{RequireNVIDIA: true}) {
 		t.Errorf("top-level defaults: %+v", *c)
 	}
 	want := Pool{

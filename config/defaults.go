@@ -40,7 +40,7 @@ func defaultConfig() *Config {
 	return &Config{
 		Listen:           DefaultListen,
 		ShutdownDeadline: DefaultShutdownDeadline,
-		Log:              Log{Format: "json", Level: "info"},
+		Log:              Log{Format: "auto", Level: "info"},
 		GPU:              GPU{RequireNVIDIA: true},
 		Pools:            []Pool{},
 	}

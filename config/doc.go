@@ -25,7 +25,7 @@
 //	state_dir: ""                    # no path is invented here; see Config.StateDir
 //	cgroup_parent: auto              # auto | off | /sys/fs/cgroup/<path>; see Config.CgroupParent
 //	auth: {token_file: ""}           # POOL_MANAGERD_TOKEN may supply the token instead
-//	log: {format: json, level: info}
+//	log: {format: auto, level: info}  # auto: text on a terminal, else JSON
 //	gpu: {require_nvidia: true, min_driver_version: ""}
 //	defaults:
 //	  startup_timeout: 10m           # > 0

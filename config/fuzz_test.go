@@ -145,7 +145,7 @@ var (
 	idRE       = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`) // CONTRACT §2
 	envNameRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	driverRE   = regexp.MustCompile(`^[0-9]+(\.[0-9]+)*$`)
-	logFormats = []string{"json", "text"}
+	logFormats = []string{"auto", "json", "text"}
 	logLevels  = []string{"debug", "info", "warn", "error"}
 )
 

@@ -175,7 +175,7 @@ func (d *decoder) config(root *yaml.Node) *Config {
 	}
 	if v, ok := b["log"]; ok {
 		l := d.fields(v, "log", "format", "level")
-		d.oneOf(l, "log", "format", &c.Log.Format, "json", "text")
+		d.oneOf(l, "log", "format", &c.Log.Format, "auto", "json", "text")
 		d.oneOf(l, "log", "level", &c.Log.Level, "debug", "info", "warn", "error")
 	}
 	if v, ok := b["gpu"]; ok {

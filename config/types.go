@@ -28,7 +28,7 @@ type Auth struct {
 
 // Log selects the daemon's log handler.
 type Log struct {
-	Format string // "json" (default) or "text"
+	Format string // "auto" (default: text on a terminal, else JSON), "json" or "text"
 	Level  string // "debug", "info" (default), "warn", "error"
 }
 

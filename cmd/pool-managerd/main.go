@@ -9,10 +9,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -59,15 +59,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("config", "", "run the daemon on this YAML config `file`")
 	demo := fs.Bool("demo", false, "run the daemon on the embedded demo config (simulated engines, no GPU needed)")
 	check := fs.String("check-config", "", "validate this config `file`, print every problem, exit 0 or 2")
-	version := fs.Bool("version", false, "print the version and exit")
+	logFormat := fs.String("log-format", "", "log `format`: auto (text on a terminal, else JSON), json or text; overrides log.format")
+	version := fs.Bool("version", false, "print the version and VCS commit, and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage:\n  pool-managerd -config FILE | -demo | -check-config FILE | -version\n  pool-managerd sim-engine [flags]\n  pool-managerd ctl COMMAND [flags]\n\nflags:\n")
+		fmt.Fprintf(stderr, "usage:\n  pool-managerd [-log-format auto|json|text] -config FILE | -demo\n  pool-managerd -check-config FILE | -version\n  pool-managerd sim-engine [flags]\n  pool-managerd ctl COMMAND [flags]\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
+		return exitBadArgs
+	}
+	if *logFormat != "" && !slices.Contains(logFormats, *logFormat) {
+		fmt.Fprintf(stderr, "pool-managerd: -log-format must be one of %s, not %q\n", strings.Join(logFormats, ", "), *logFormat)
 		return exitBadArgs
 	}
 	if fs.NArg() > 0 {
@@ -77,7 +82,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch {
 	case *version:
-		fmt.Fprintln(stdout, "pool-managerd", supervisor.Version)
+		fmt.Fprintln(stdout, versionLine())
 		return exitOK
 	case *check != "":
 		return checkConfig(*check, stdout, stderr)
@@ -89,10 +94,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitBadArgs
 	}
 	load := func() (*config.Config, error) {
+		var cfg *config.Config
+		var err error
 		if *demo {
-			return config.Parse(configs.Demo, "demo.yaml")
+			cfg, err = config.Parse(configs.Demo, "demo.yaml")
+		} else {
+			cfg, err = config.Load(*cfgPath)
 		}
-		return config.Load(*cfgPath)
+		if err == nil && *logFormat != "" { // the flag outranks log.format, also on SIGHUP
+			cfg.Log.Format = *logFormat
+		}
+		return cfg, err
 	}
 	return serve(load, stdout, stderr)
 }
@@ -324,14 +336,4 @@ func readToken(cfg *config.Config) (string, error) {
 		return "", fmt.Errorf("auth.token_file %s is empty", cfg.Auth.TokenFile)
 	}
 	return t, nil
-}
-
-func newLogger(l config.Log, w io.Writer) *slog.Logger {
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(l.Level))
-	opts := &slog.HandlerOptions{Level: lvl}
-	if l.Format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
-	}
-	return slog.New(slog.NewJSONHandler(w, opts))
 }

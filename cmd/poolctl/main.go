@@ -3,9 +3,17 @@
 package main
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/pool-managerd/pool-managerd/ctl"
+	"github.com/pool-managerd/pool-managerd/internal/buildinfo"
 )
 
-func main() { os.Exit(ctl.Main(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() {
+	if len(os.Args) == 2 && (os.Args[1] == "--version" || os.Args[1] == "-version") {
+		fmt.Println("poolctl", buildinfo.Get().String("dev"))
+		return
+	}
+	os.Exit(ctl.Main(os.Args[1:], os.Stdout, os.Stderr))
+}
