@@ -215,6 +215,8 @@ func TestProblems(t *testing.T) {
 		{"port string", poolYAML("port: http"), 6, "pools[0].port", "must be an integer"},
 		{"slots negative", poolYAML("slots: -1"), 6, "pools[0].slots", ">= 0"},
 		{"vram negative", poolYAML("min_free_vram_mib: -5"), 6, "pools[0].min_free_vram_mib", ">= 0"},
+		{"ram negative", poolYAML("min_free_ram_mib: -1"), 6, "pools[0].min_free_ram_mib", ">= 0"},
+		{"ram string", poolYAML("min_free_ram_mib: 16GiB"), 6, "pools[0].min_free_ram_mib", `must be an integer, not the string "16GiB"`},
 		{"metrics path", poolYAML("metrics_path: metrics"), 6, "pools[0].metrics_path", `start with "/"`},
 		{"device negative", poolYAML("devices: [-1]"), 6, "pools[0].devices[0]", "GPU index"},
 		{"device twice", poolYAML("devices: [0, \"0\"]"), 6, "pools[0].devices[1]", "twice"},
@@ -587,5 +589,22 @@ func TestAliasFanOut(t *testing.T) {
 	got = problemLines(t, pools(11, long, `command: [s, "${PORT}"], env: {X: *x}`))
 	if len(got) != 1 || !strings.Contains(got[0], "pools[10].env.X: too many alias/merge expansions") {
 		t.Errorf("got:\n%s", strings.Join(got, "\n"))
+	}
+}
+
+func TestParseMinFreeRAM(t *testing.T) {
+	c, err := Parse([]byte(poolYAML("min_free_ram_mib: 16000")), "ram.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Pools[0].MinFreeRAMMiB; got != 16000 {
+		t.Fatalf("MinFreeRAMMiB = %d, want 16000", got)
+	}
+	c, err = Parse([]byte(poolYAML("slots: 1")), "noram.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Pools[0].MinFreeRAMMiB; got != 0 {
+		t.Fatalf("MinFreeRAMMiB without the key = %d, want 0 (no check)", got)
 	}
 }

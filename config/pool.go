@@ -16,7 +16,7 @@ import (
 
 var poolKeys = append([]string{
 	"id", "engine", "engine_version", "model_ref", "command", "env", "host", "port",
-	"devices", "min_free_vram_mib", "slots", "user", "metrics_path", "reload_allowed",
+	"devices", "min_free_vram_mib", "min_free_ram_mib", "slots", "user", "metrics_path", "reload_allowed",
 }, timingKeys...)
 
 var (
@@ -113,6 +113,10 @@ func (d *decoder) pool(n *yaml.Node, path string, base Pool) (Pool, int, bool) {
 	var vram int64
 	if d.intAt(b, path, "min_free_vram_mib", 0, math.MaxInt64, &vram) {
 		p.MinFreeVRAMMiB = uint64(vram)
+	}
+	var ram int64
+	if d.intAt(b, path, "min_free_ram_mib", 0, math.MaxInt64, &ram) {
+		p.MinFreeRAMMiB = uint64(ram)
 	}
 	if v, ok := b["devices"]; ok {
 		p.Devices = d.devices(v, path+".devices")

@@ -69,6 +69,7 @@ type Pool struct {
 	Port           int               // 0: a free loopback port at each start
 	Devices        []string          // GPU indices or UUIDs, as written
 	MinFreeVRAMMiB uint64
+	MinFreeRAMMiB  uint64 // host RAM (MemAvailable) needed before a spawn; 0 = no check
 	Slots          int    // most leases at once; 0 = no limit
 	User           string // run the engine as this user (daemon must be root)
 	MetricsPath    string // optional: the engine's own Prometheus endpoint
