@@ -2,6 +2,7 @@ package actors
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -223,22 +224,32 @@ func TestReloadSucceeds(t *testing.T) {
 	}
 }
 
-func TestReloadToBadModelRollsBack(t *testing.T) {
+// A reload to a model that fails the preflight is refused at once: no drain,
+// the engine keeps its pid, nothing is recorded as a reload or a failure.
+func TestReloadToMissingModelRefusedByPreflight(t *testing.T) {
 	h := newHarness(t, nil)
 	pid := h.spawn(simPool("p1"))
-	h.waitState("p1", StateReady)
+	old := h.waitState("p1", StateReady)
 	res := make(chan ReloadResult, 1)
-	h.ask(pid, &Reload{ModelRef: "/nonexistent/model.gguf", EngineVersion: "v2", Deadline: -1, Result: res})
-	out := <-res
+	missing := filepath.Join(t.TempDir(), "model.gguf")
+	r := h.ask(pid, &Reload{ModelRef: missing, EngineVersion: "v2", Deadline: -1, Result: res}).(*CommandReply)
+	if r.Err == nil || r.Err.Code != CodePreflightFailed || !strings.Contains(r.Err.Message, missing+": no such file or directory") {
+		t.Fatalf("reload reply: %+v", r)
+	}
+	if r.State != StateReady {
+		t.Fatalf("reply state %s, want ready", r.State)
+	}
 	st := h.get("p1")
-	if out.Result != "rolled_back" || !out.RolledBack || !st.Ready || st.EngineVersion != "v1" || st.ModelRef != "test/model-a" {
-		t.Fatalf("rollback: %+v, status %+v", out, st)
+	if !st.Ready || *st.PID != *old.PID || st.Reloading || st.LastReload != nil || st.LastError != nil || st.ModelRef != "test/model-a" || st.EngineVersion != "v1" {
+		t.Fatalf("after a refused reload: %+v", st)
 	}
-	if st.LastError == nil || !strings.Contains(*st.LastError, "/nonexistent/model.gguf") {
-		t.Fatalf("last_error should say why: %v", st.LastError)
+	select {
+	case out := <-res:
+		t.Fatalf("a refused reload sent a result: %+v", out)
+	default:
 	}
-	if st.LastReload == nil || !st.LastReload.RolledBack {
-		t.Fatalf("last_reload: %+v", st.LastReload)
+	if logs := h.logs.String(); strings.Contains(logs, "drain.started") || !strings.Contains(logs, "reload.preflight_failed") {
+		t.Fatalf("want reload.preflight_failed and no drain; logs:\n%s", logs)
 	}
 }
 

@@ -21,6 +21,7 @@ const (
 	CodePoolBusy         = "POOL_BUSY"
 	CodeReloadInProgress = "RELOAD_IN_PROGRESS"
 	CodeReloadFailed     = "RELOAD_FAILED"
+	CodePreflightFailed  = "PREFLIGHT_FAILED" // a reload's new model/config failed its checks; nothing was touched
 	CodePoolUnavailable  = "POOL_UNAVAILABLE"
 	CodeInternal         = "INTERNAL"
 )

@@ -6,7 +6,8 @@ import "time"
 // pool actors and their goroutines, so implementations must be concurrency
 // safe and fast (a Prometheus counter increment, not I/O).
 type Observer interface {
-	Restart(poolID, reason string)                     // a failure scheduled a restart (or opened the breaker)
+	Restart(poolID, reason string)                     // an engine was spawned again after a failure with this reason (restart_count rose)
+	Failure(poolID, reason string)                     // any failure of a preload or a running engine
 	Preload(poolID, outcome string, d time.Duration)   // outcome: ready | failed | cancelled
 	Drain(poolID string, forced bool, d time.Duration) // a drain finished
 	Reload(poolID, outcome string)                     // succeeded | rolled_back | failed | cancelled
@@ -17,6 +18,7 @@ type Observer interface {
 type NopObserver struct{}
 
 func (NopObserver) Restart(string, string)                {}
+func (NopObserver) Failure(string, string)                {}
 func (NopObserver) Preload(string, string, time.Duration) {}
 func (NopObserver) Drain(string, bool, time.Duration)     {}
 func (NopObserver) Reload(string, string)                 {}

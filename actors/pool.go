@@ -100,11 +100,13 @@ type pool struct {
 	proc         *engine.Process    // the engine, until its stop completes
 	stopReq      bool               // we asked proc to stop
 	afterStop    func()             // continuation once proc is gone
-	spawns       int
 	preloadStart time.Time
 	activity     atomic.Int64 // unix nanos of the last readiness-probe change (stall detection)
 	liveFails    int
 	restartDue   bool
+
+	restarting    bool   // the current preload is a restart after a failure
+	restartReason string // the failure it restarts from (restarts_total's reason)
 
 	timers map[string]timerRef
 	token  uint64

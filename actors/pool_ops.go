@@ -1,10 +1,13 @@
 package actors
 
 import (
+	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/pool-managerd/pool-managerd/config"
+	"github.com/pool-managerd/pool-managerd/engine"
 	"github.com/pool-managerd/pool-managerd/gpu"
 )
 
@@ -149,6 +152,12 @@ func (a *pool) handleReload(m *Reload) *CommandReply {
 			next.EngineVersion = m.EngineVersion
 		}
 	}
+	if err := a.reloadPreflight(next); err != nil {
+		// Refused before anything is touched: no drain, the engine keeps its
+		// pid, the pool keeps its state and its last_error.
+		a.log.Warn("reload.preflight_failed", a.withCID([]any{"model_ref", next.ModelRef, "err", err.Error()})...)
+		return &CommandReply{State: a.st.State, Err: &Error{Code: CodePreflightFailed, Message: "reload of pool " + quote(a.cfg.ID) + " refused: " + err.Error()}}
+	}
 	deadline := m.Deadline
 	if deadline < 0 {
 		deadline = a.cfg.DrainDeadline
@@ -171,6 +180,86 @@ func (a *pool) handleReload(m *Reload) *CommandReply {
 		a.stopEngine(a.reloadStartNew)
 	}
 	return &CommandReply{State: a.st.State, Changed: true}
+}
+
+// preflightTimeout bounds the NVML snapshot of a reload preflight.
+const preflightTimeout = 2 * time.Second
+
+// reloadPreflight checks, in any state and before the running engine is
+// touched, what the new config needs: the model file (engine.CheckModel),
+// that the pool's user may read it (mode bits), host RAM and GPU memory.
+// Memory the running engine holds comes back when it stops, so it counts as
+// available: host RAM is MemAvailable plus the resident memory of the
+// engine's process group; on a GPU the running engine uses, the bound is the
+// device's total memory (NVML does not say what the engine holds), elsewhere
+// its free memory. Without NVML (or with no devices or no
+// min_free_vram_mib) the VRAM check is left to the preload's guardrail.
+// Everything here is a stat, an 8-byte read, /proc reads and NVML queries:
+// the reload answers in milliseconds.
+func (a *pool) reloadPreflight(next config.Pool) error {
+	if err := engine.CheckModel(next.ModelRef); err != nil {
+		return err
+	}
+	if next.User != "" {
+		cred, err := engine.LookupCredential(next.User)
+		if err != nil {
+			return fmt.Errorf("user %q: %w", next.User, err)
+		}
+		if err := engine.CheckReadableBy(next.ModelRef, cred); err != nil {
+			return err
+		}
+	}
+	if next.MinFreeRAMMiB > 0 {
+		have, err := engine.MemAvailableMiB()
+		if err != nil {
+			return err
+		}
+		if a.proc != nil {
+			have += engine.GroupRSSMiB(a.proc.Pgid())
+		}
+		if have < next.MinFreeRAMMiB {
+			return fmt.Errorf("host RAM: %d MiB available (MemAvailable plus what the running engine holds), pool needs %d MiB (min_free_ram_mib)", have, next.MinFreeRAMMiB)
+		}
+	}
+	if next.MinFreeVRAMMiB == 0 || len(next.Devices) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), preflightTimeout)
+	defer cancel()
+	snap, err := a.d.Guard.Snapshot(ctx)
+	if err != nil || len(snap) == 0 {
+		return nil // NVML unusable: the preload's guardrail says why, with its full checks
+	}
+	held := map[string]bool{}
+	if a.proc != nil {
+		for _, d := range a.st.Devices {
+			held[d.UUID] = true
+		}
+	}
+	for _, id := range next.Devices {
+		d, ok := findDevice(snap, id)
+		if !ok {
+			return fmt.Errorf("gpu: device %s: no such device; %d present", id, len(snap))
+		}
+		have, what := d.MemoryFreeBytes>>20, "free"
+		if held[d.UUID] {
+			have, what = d.MemoryTotalBytes>>20, "in total (the running engine's memory comes back when it stops)"
+		}
+		if have < next.MinFreeVRAMMiB {
+			return fmt.Errorf("gpu: device %s (%s): %d MiB %s, pool needs %d MiB (min_free_vram_mib)", id, d.UUID, have, what, next.MinFreeVRAMMiB)
+		}
+	}
+	return nil
+}
+
+// findDevice finds a configured device (an index or a UUID) in a snapshot.
+func findDevice(snap []gpu.Device, id string) (gpu.Device, bool) {
+	for _, d := range snap {
+		if d.UUID == id || strconv.Itoa(d.Index) == id {
+			return d, true
+		}
+	}
+	return gpu.Device{}, false
 }
 
 func (a *pool) reloadStartNew() {

@@ -22,6 +22,7 @@ func (a *pool) startPreload(reason string) {
 	a.abandonRun()
 	a.cancelTimer(tRestart)
 	a.restartDue = false
+	a.restarting = reason == reasonRestart
 	a.liveFails = 0
 	a.preloadStart = a.now()
 	a.activity.Store(time.Now().UnixNano())
@@ -62,6 +63,10 @@ func (a *pool) preload(ctx context.Context, gen uint64, cfg config.Pool) {
 			send(&spawnFailed{gen: gen, reason: "model_missing", err: fmt.Errorf("model_ref: %w", err)})
 			return
 		}
+	}
+	if err := engine.CheckHostRAM(cfg.MinFreeRAMMiB); err != nil {
+		send(&spawnFailed{gen: gen, reason: "insufficient_ram", err: err})
+		return
 	}
 	devs, err := a.d.Guard.Check(ctx, gpu.Requirements{PoolID: cfg.ID, Devices: cfg.Devices, MinFreeVRAMMiB: cfg.MinFreeVRAMMiB})
 	if err != nil {
@@ -159,10 +164,11 @@ func (a *pool) onSpawned(m *spawned) {
 	}
 	m.adopted.Store(true)
 	a.proc, a.stopReq = m.proc, false
-	if a.spawns > 0 {
+	a.st.Starts++
+	if a.restarting { // restart_count and restarts_total count the same thing
 		a.st.RestartCount++
+		a.d.Observer.Restart(a.cfg.ID, a.restartReason)
 	}
-	a.spawns++
 	pid := m.proc.Pid()
 	a.st.PID, a.st.URL, a.st.Live = &pid, ptr(m.url), true
 	a.st.Containment = m.proc.Containment()
@@ -172,7 +178,7 @@ func (a *pool) onSpawned(m *spawned) {
 	}
 	a.dirty = true
 	a.log.Info("engine.spawned", "pid", pid, "url", m.url, "engine", a.cfg.Engine,
-		"engine_version", a.cfg.EngineVersion, "restart_count", a.st.RestartCount)
+		"engine_version", a.cfg.EngineVersion, "restart_count", a.st.RestartCount, "starts", a.st.Starts)
 }
 
 // stopProc stops an engine; it runs in a goroutine. The engine's Stop also
@@ -291,6 +297,10 @@ func probeWhy(r engine.ProbeResult) string {
 	return "HTTP " + strconv.Itoa(r.Status)
 }
 
+// reasonRestart is the preload reason of a restart after a failure: only
+// those spawns count in restart_count and restarts_total.
+const reasonRestart = "backoff elapsed"
+
 func (a *pool) onExited(m *exited) {
 	if m.proc != a.proc || a.stopReq {
 		return // we asked for it (or it is an abandoned engine): onStopped handles it
@@ -298,16 +308,33 @@ func (a *pool) onExited(m *exited) {
 	ex := m.proc.Exit()
 	a.st.Live = false
 	a.dirty = true
-	attrs := []any{"pid", m.proc.Pid(), "exit_code", ex.Code, "reason", "unexpected"}
+	c := engine.Classify(ex, m.proc.RecentLines(engine.CauseWindow))
+	attrs := []any{"pid", m.proc.Pid(), "exit_code", ex.Code, "reason", "unexpected", "class", c.Reason}
 	if ex.Signal != "" {
 		attrs = append(attrs, "signal", ex.Signal)
 	}
 	a.log.Warn("engine.exited", attrs...)
-	msg := "engine exited unexpectedly (" + ex.String() + ")"
-	if line := m.proc.LastLine("stderr"); line != "" {
-		msg += "; last stderr: " + truncate(line, 300)
+	a.fail(c.Reason, errors.New(exitMessage(ex, c)))
+}
+
+// exitMessage is the last_error of an unexpected exit: its class, how it
+// ended, and the engine's line that most likely says why, e.g.
+// "model_load_error: engine exited unexpectedly (killed by SIGABRT); cause:
+// gguf_init_from_file_impl: invalid magic characters: ...". A line that is
+// only the last one, not a recognised cause, reads "last output: ...".
+func exitMessage(ex engine.Exit, c engine.Classification) string {
+	msg := c.Reason + ": engine exited unexpectedly (" + ex.String() + ")"
+	if ex.OOMKilled {
+		msg += "; the kernel's OOM killer ended it (host memory)"
 	}
-	a.fail("exit", errors.New(msg))
+	switch {
+	case c.Cause == "":
+	case c.CauseMatched:
+		msg += "; cause: " + truncate(c.Cause, 300)
+	default:
+		msg += "; last output: " + truncate(c.Cause, 300)
+	}
+	return msg
 }
 
 func truncate(s string, n int) string {
@@ -325,6 +352,7 @@ func (a *pool) fail(reason string, err error) {
 	}
 	a.abandonRun()
 	a.setError(err.Error())
+	a.d.Observer.Failure(a.cfg.ID, reason)
 	attrs := []any{"reason", reason, "last_error", err.Error()}
 	if a.proc != nil {
 		attrs = append(attrs, "pid", a.proc.Pid())
@@ -345,7 +373,7 @@ func (a *pool) fail(reason string, err error) {
 	}
 	dec := a.policy.Failure(now)
 	a.st.ConsecutiveFailures++
-	a.d.Observer.Restart(a.cfg.ID, reason)
+	a.restartReason = reason // restarts_total's label once the restart spawns
 	if dec.GiveUp {
 		a.transition(StateFailed, fmt.Sprintf("breaker open: %d failures within %s (last: %s)", dec.InWindow, a.cfg.Restart.Window, reason))
 		a.stopEngine(nil)

@@ -74,8 +74,8 @@ func TestPoolExitingAtOnceTripsBreaker(t *testing.T) {
 	if st.LastError == nil || !strings.Contains(*st.LastError, "exit code 3") {
 		t.Fatalf("last_error should carry the exit code: %v", st.LastError)
 	}
-	if st.LastError == nil || !strings.Contains(*st.LastError, "last stderr") {
-		t.Fatalf("last_error should carry the engine's last stderr line: %v", *st.LastError)
+	if !strings.Contains(*st.LastError, "; cause: ") || !strings.Contains(*st.LastError, "simulated --exit-immediately") {
+		t.Fatalf("last_error should carry the engine's error line: %v", *st.LastError)
 	}
 }
 
@@ -247,5 +247,43 @@ func TestPoolBackoffResetsAfterStableUptime(t *testing.T) {
 	clk.Advance(cfg.Restart.ResetAfter)
 	if d := kill(); !within(d, time.Second, 0.1) {
 		t.Fatalf("after %v of uptime the delay is %v, want the initial 1s", cfg.Restart.ResetAfter, d)
+	}
+}
+
+// restart_count counts restarts after failures only; starts counts every
+// spawn. An operator's drain and start is no restart; a crash is.
+func TestRestartCountCountsOnlyRestartsAfterFailures(t *testing.T) {
+	h := newHarness(t, nil)
+	pid := h.spawn(simPool("p1"))
+	st := h.waitState("p1", StateReady)
+	if st.RestartCount != 0 || st.Starts != 1 {
+		t.Fatalf("first start: restart_count %d, starts %d; want 0, 1", st.RestartCount, st.Starts)
+	}
+	h.ask(pid, &Drain{Deadline: 0})
+	h.waitState("p1", StateStopped)
+	h.ask(pid, &Start{})
+	st = h.waitState("p1", StateReady)
+	if st.RestartCount != 0 || st.Starts != 2 {
+		t.Fatalf("after drain + start: restart_count %d, starts %d; want 0, 2", st.RestartCount, st.Starts)
+	}
+	res := make(chan ReloadResult, 1)
+	h.ask(pid, &Reload{ModelRef: "test/model-b", Deadline: -1, Result: res})
+	if out := <-res; out.Result != "succeeded" {
+		t.Fatalf("reload: %+v", out)
+	}
+	st = h.get("p1")
+	if st.RestartCount != 0 || st.Starts != 3 {
+		t.Fatalf("after a reload: restart_count %d, starts %d; want 0, 3", st.RestartCount, st.Starts)
+	}
+	if err := syscall.Kill(*st.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState("p1", StateBackoff)
+	st = h.waitState("p1", StateReady)
+	if st.RestartCount != 1 || st.Starts != 4 {
+		t.Fatalf("after a crash: restart_count %d, starts %d; want 1, 4", st.RestartCount, st.Starts)
+	}
+	if !strings.Contains(h.logs.String(), `"restart_count":1,"starts":4`) {
+		t.Fatalf("engine.spawned should log both counters; logs:\n%s", h.logs.String())
 	}
 }

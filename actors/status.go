@@ -54,7 +54,8 @@ type PoolStatus struct {
 	URL                 *string       `json:"url"`
 	ActiveLeases        int           `json:"active_leases"`
 	Slots               int           `json:"slots"`
-	RestartCount        int           `json:"restart_count"`
+	RestartCount        int           `json:"restart_count"` // engine spawns that restart after a failure (backoff elapsed)
+	Starts              int           `json:"starts"`        // every engine spawn: first start, restarts, operator starts, reloads, rollbacks
 	ConsecutiveFailures int           `json:"consecutive_failures"`
 	LastError           *string       `json:"last_error"`
 	LastErrorAtMS       *int64        `json:"last_error_at_ms"`

@@ -95,6 +95,7 @@ type HealthMetrics struct {
 	ActiveLeases        int      `json:"active_leases"`
 	Slots               int      `json:"slots"`
 	RestartCount        int      `json:"restart_count"`
+	Starts              int      `json:"starts"`
 	ConsecutiveFailures int      `json:"consecutive_failures"`
 	UptimeMS            int64    `json:"uptime_ms"` // since the current engine was spawned; 0 without one
 	LastHeartbeatMS     *int64   `json:"last_heartbeat_ms"`
@@ -110,7 +111,7 @@ func (d *Daemon) getPoolHealth(w http.ResponseWriter, r *http.Request) (int, err
 	s := pr.Status
 	h := Health{Live: s.Live, Ready: s.Ready, Draining: s.Draining, State: s.State, LastError: s.LastError,
 		EngineVersion: nullable(s.EngineVersion), Metrics: HealthMetrics{ActiveLeases: s.ActiveLeases, Slots: s.Slots,
-			RestartCount: s.RestartCount, ConsecutiveFailures: s.ConsecutiveFailures, LastHeartbeatMS: s.LastHeartbeatMS}}
+			RestartCount: s.RestartCount, Starts: s.Starts, ConsecutiveFailures: s.ConsecutiveFailures, LastHeartbeatMS: s.LastHeartbeatMS}}
 	if s.StartedAtMS != nil {
 		h.Metrics.UptimeMS = time.Now().UnixMilli() - *s.StartedAtMS
 	}

@@ -18,6 +18,7 @@ import (
 type Metrics struct {
 	Registry  *prometheus.Registry
 	restarts  *prometheus.CounterVec
+	failures  *prometheus.CounterVec
 	preload   *prometheus.HistogramVec
 	drain     *prometheus.HistogramVec
 	reloads   *prometheus.CounterVec
@@ -35,7 +36,9 @@ const ns = "pool_managerd"
 func NewMetrics(snapshot func(context.Context) ([]actors.PoolStatus, error)) *Metrics {
 	m := &Metrics{Registry: prometheus.NewRegistry(), snapshots: snapshot}
 	m.restarts = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "restarts_total",
-		Help: "Engine failures that led to a restart or to the breaker, by failure reason."}, []string{"pool_id", "reason"})
+		Help: "Engines spawned again after a failure (the pool's restart_count), by the reason of that failure."}, []string{"pool_id", "reason"})
+	m.failures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "failures_total",
+		Help: "Failures of a preload or a running engine, by reason (exit classes, liveness, timeouts, guardrail...)."}, []string{"pool_id", "reason"})
 	m.preload = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "preload_duration_seconds",
 		Help: "Time from preload start to ready or failure.", Buckets: prometheus.ExponentialBuckets(0.05, 2.5, 12)}, []string{"pool_id", "outcome"})
 	m.drain = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "drain_duration_seconds",
@@ -52,7 +55,7 @@ func NewMetrics(snapshot func(context.Context) ([]actors.PoolStatus, error)) *Me
 		Help: "Engine output lines not forwarded to the journal because of the per-pool rate limits (lines and bytes)."}, []string{"pool_id"})
 	m.droppedB = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "engine_log_bytes_dropped_total",
 		Help: "Engine output bytes not forwarded to the journal: those of rate-limited lines, and what was cut from lines over 16 KiB."}, []string{"pool_id"})
-	m.Registry.MustRegister(m.restarts, m.preload, m.drain, m.reloads, m.probes, m.api, m.xids, m.dropped, m.droppedB,
+	m.Registry.MustRegister(m.restarts, m.failures, m.preload, m.drain, m.reloads, m.probes, m.api, m.xids, m.dropped, m.droppedB,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &stateCollector{m})
 	return m
 }
@@ -60,6 +63,7 @@ func NewMetrics(snapshot func(context.Context) ([]actors.PoolStatus, error)) *Me
 // Observer implementation (actors.Observer).
 
 func (m *Metrics) Restart(pool, reason string) { m.restarts.WithLabelValues(pool, reason).Inc() }
+func (m *Metrics) Failure(pool, reason string) { m.failures.WithLabelValues(pool, reason).Inc() }
 func (m *Metrics) Preload(pool, outcome string, d time.Duration) {
 	m.preload.WithLabelValues(pool, outcome).Observe(d.Seconds())
 }
@@ -98,7 +102,7 @@ func (m *Metrics) ObserveAPI(route string, code int, d time.Duration) {
 
 // Forget removes a pool's series once it is gone from the config.
 func (m *Metrics) Forget(pool string) {
-	for _, v := range []*prometheus.CounterVec{m.restarts, m.reloads, m.dropped, m.droppedB} {
+	for _, v := range []*prometheus.CounterVec{m.restarts, m.failures, m.reloads, m.dropped, m.droppedB} {
 		v.DeletePartialMatch(prometheus.Labels{"pool_id": pool})
 	}
 	for _, v := range []*prometheus.HistogramVec{m.preload, m.drain, m.probes} {
