@@ -35,7 +35,8 @@ type pool struct {
 	StartedAtMS   *int64  `json:"started_at_ms"`
 	ActiveLeases  int     `json:"active_leases"`
 	Slots         int     `json:"slots"`
-	RestartCount  int     `json:"restart_count"`
+	RestartCount  int     `json:"restart_count"` // restarts after failures
+	Starts        int     `json:"starts"`        // every engine spawn
 	LastError     *string `json:"last_error"`
 	LastDrain     *struct {
 		Forced      bool  `json:"forced"`
@@ -123,7 +124,7 @@ func runList(c *cli, args []string) error {
 			return fmt.Errorf("decoding answer: %w", err)
 		}
 		tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tSTATE\tREADY\tLIVE\tENGINE\tVERSION\tMODEL\tPID\tUPTIME\tLEASES\tRESTARTS\tLAST ERROR")
+		fmt.Fprintln(tw, "ID\tSTATE\tREADY\tLIVE\tENGINE\tVERSION\tMODEL\tPID\tUPTIME\tLEASES\tRESTARTS\tSTARTS\tLAST ERROR")
 		unlimited := false
 		for _, p := range ans.Pools { // the daemon sorts by id
 			pid, uptime, slots, lastErr := "-", "-", "-", "-"
@@ -141,8 +142,8 @@ func runList(c *cli, args []string) error {
 			if p.LastError != nil && *p.LastError != "" {
 				lastErr = truncate(*p.LastError, lastErrorWidth)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%t\t%t\t%s\t%s\t%s\t%s\t%s\t%d/%s\t%d\t%s\n", p.PoolID, p.State, p.Ready, p.Live,
-				orDash(p.Engine), orDash(p.EngineVersion), orDash(p.ModelRef), pid, uptime, p.ActiveLeases, slots, p.RestartCount, lastErr)
+			fmt.Fprintf(tw, "%s\t%s\t%t\t%t\t%s\t%s\t%s\t%s\t%s\t%d/%s\t%d\t%d\t%s\n", p.PoolID, p.State, p.Ready, p.Live,
+				orDash(p.Engine), orDash(p.EngineVersion), orDash(p.ModelRef), pid, uptime, p.ActiveLeases, slots, p.RestartCount, p.Starts, lastErr)
 		}
 		if err := tw.Flush(); err != nil {
 			return err

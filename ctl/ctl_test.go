@@ -121,9 +121,9 @@ func wantContains(t *testing.T, what, s string, subs ...string) {
 const twoPools = `{"pools":[
  {"pool_id":"llama-8b","state":"ready","live":true,"ready":true,"engine":"llamacpp","engine_version":"b4567",
   "model_ref":"/models/a.gguf","pid":4242,"started_at_ms":1699996400000,"url":"http://127.0.0.1:4000","active_leases":1,"slots":4,
-  "restart_count":0,"last_error":null},
+  "restart_count":0,"starts":1,"last_error":null},
  {"pool_id":"flaky","state":"backoff","live":false,"ready":false,"engine":"other","engine_version":"",
-  "model_ref":"m","pid":null,"url":null,"active_leases":0,"slots":0,"restart_count":3,
+  "model_ref":"m","pid":null,"url":null,"active_leases":0,"slots":0,"restart_count":3,"starts":5,
   "last_error":"engine exited unexpectedly: exit status 3 after 2.1s, while it was serving requests"}]}`
 
 func TestListTable(t *testing.T) {
@@ -145,9 +145,9 @@ func TestListTable(t *testing.T) {
 		t.Errorf("no legend for 0/- under the table: %q", lines[3])
 	}
 	want := [][]string{
-		{"ID", "STATE", "READY", "LIVE", "ENGINE", "VERSION", "MODEL", "PID", "UPTIME", "LEASES", "RESTARTS", "LAST", "ERROR"},
-		{"llama-8b", "ready", "true", "true", "llamacpp", "b4567", "/models/a.gguf", "4242", "1h0m", "1/4", "0", "-"},
-		{"flaky", "backoff", "false", "false", "other", "-", "m", "-", "-", "0/-", "3", "engine"}, // server order, not sorted
+		{"ID", "STATE", "READY", "LIVE", "ENGINE", "VERSION", "MODEL", "PID", "UPTIME", "LEASES", "RESTARTS", "STARTS", "LAST", "ERROR"},
+		{"llama-8b", "ready", "true", "true", "llamacpp", "b4567", "/models/a.gguf", "4242", "1h0m", "1/4", "0", "1", "-"},
+		{"flaky", "backoff", "false", "false", "other", "-", "m", "-", "-", "0/-", "3", "5", "engine"}, // server order, not sorted
 	}
 	for i, w := range want {
 		got := strings.Fields(lines[i])

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -32,7 +34,7 @@ func TestAPIReadEndpoints(t *testing.T) {
 	}
 	// Every PoolStatus field of CONTRACT §4 is present (null when unknown).
 	for _, f := range []string{"pool_id", "state", "live", "ready", "draining", "engine", "engine_version", "model_ref",
-		"pid", "url", "active_leases", "slots", "restart_count", "consecutive_failures", "last_error",
+		"pid", "url", "active_leases", "slots", "restart_count", "starts", "consecutive_failures", "last_error",
 		"last_heartbeat_ms", "state_since_ms", "next_restart_at_ms", "devices", "last_drain", "last_reload"} {
 		if _, ok := pools[0].(map[string]any)[f]; !ok {
 			t.Errorf("PoolStatus lacks %q", f)
@@ -43,7 +45,7 @@ func TestAPIReadEndpoints(t *testing.T) {
 	if code != 200 || body["ready"] != true || body["live"] != true || body["state"] != "ready" || m == nil {
 		t.Fatalf("health: %d %v", code, body["_raw"])
 	}
-	for _, f := range []string{"active_leases", "restart_count", "uptime_ms"} {
+	for _, f := range []string{"active_leases", "restart_count", "starts", "uptime_ms"} {
 		if _, ok := m[f]; !ok {
 			t.Errorf("health metrics lack %q", f)
 		}
@@ -191,7 +193,25 @@ func TestAPIReload(t *testing.T) {
 	if res["_code"] != 200 || res["result"] != "succeeded" || res["engine_version"] != "v2" || res["duration_ms"] == nil {
 		t.Fatalf("reload wait: %v", res["_raw"])
 	}
-	code, body = td.call("POST", "/v1/pools/a/reload", map[string]any{"new_model_ref": "/does/not/exist.gguf", "engine_version": "v3", "wait": true})
+	// A model that passes the preflight but is gone by the time the new
+	// engine starts (removed while the drain waits for a lease): rollback.
+	next := filepath.Join(t.TempDir(), "exist.gguf")
+	if err := os.WriteFile(next, []byte("GGUF\x03\x00\x00\x00"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, lease := td.call("POST", "/v1/pools/a/leases", nil)
+	go func() {
+		code, body := td.call("POST", "/v1/pools/a/reload", map[string]any{"new_model_ref": next, "engine_version": "v3", "wait": true})
+		body["_code"] = code
+		done <- body
+	}()
+	td.waitState("a", actors.StateDraining)
+	if err := os.Remove(next); err != nil {
+		t.Fatal(err)
+	}
+	td.call("DELETE", "/v1/pools/a/leases/"+lease["lease_id"].(string), nil)
+	body = <-done
+	code, _ = body["_code"].(int)
 	expectErr(t, code, body, 409, "RELOAD_FAILED")
 	if body["rolled_back"] != true {
 		t.Fatalf("RELOAD_FAILED without rolled_back: %v", body["_raw"])
@@ -254,7 +274,8 @@ func TestMetricsMoveAfterCrash(t *testing.T) {
 	_, body := td.call("GET", "/metrics", nil)
 	text := body["_raw"].(string)
 	for _, want := range []string{
-		`pool_managerd_restarts_total{pool_id="a",reason="exit"} 1`,
+		`pool_managerd_restarts_total{pool_id="a",reason="signal"} 1`,
+		`pool_managerd_failures_total{pool_id="a",reason="signal"} 1`,
 		`pool_managerd_pool_state{pool_id="a",state="ready"} 1`,
 		`pool_managerd_pool_ready{engine="llamacpp",engine_version="v1",pool_id="a"} 1`,
 		`pool_managerd_active_leases{pool_id="a"} 0`,
@@ -313,5 +334,23 @@ func TestCorrelationIDReachesLifecycleLogs(t *testing.T) {
 	}
 	if !drain || !state {
 		t.Fatalf("correlation id missing from drain.started (%v) or pool.state (%v):\n%s", drain, state, td.logs.String())
+	}
+}
+
+// A reload whose model fails the preflight is 409 PREFLIGHT_FAILED at once,
+// with or without wait, and the engine keeps running.
+func TestAPIReloadPreflightFailed(t *testing.T) {
+	td := startDaemon(t, "", simPool("a"))
+	st := td.waitState("a", actors.StateReady)
+	for _, wait := range []bool{false, true} {
+		code, body := td.call("POST", "/v1/pools/a/reload", map[string]any{"new_model_ref": "/nonexistent/model.gguf", "wait": wait})
+		expectErr(t, code, body, 409, "PREFLIGHT_FAILED")
+		if msg, _ := body["message"].(string); !strings.Contains(msg, "/nonexistent/model.gguf: no such file or directory") || body["retriable"] != false {
+			t.Fatalf("wait=%v: %v", wait, body["_raw"])
+		}
+	}
+	_, now := td.call("GET", "/v1/pools/a", nil)
+	if now["state"] != "ready" || now["pid"] != st["pid"] || now["reloading"] != false {
+		t.Fatalf("after refused reloads: %v", now["_raw"])
 	}
 }
