@@ -151,12 +151,12 @@ func TestLogContract(t *testing.T) {
 		kv  []any
 	}{
 		{"daemon.started", nil},
-		{"engine.spawned", []any{"pool_id", "life", "pid", first.pid(), "restart_count", 0}},
+		{"engine.spawned", []any{"pool_id", "life", "pid", first.pid(), "restart_count", 0, "starts", 1}},
 		{"engine.ready", []any{"pool_id", "life", "pid", first.pid()}},
-		{"engine.exited", []any{"pool_id", "life", "pid", first.pid(), "signal", "SIGKILL", "exit_code", -1, "reason", "unexpected"}},
-		{"pool.failure", []any{"pool_id", "life", "reason", "exit", "pid", first.pid()}},
+		{"engine.exited", []any{"pool_id", "life", "pid", first.pid(), "signal", "SIGKILL", "exit_code", -1, "reason", "unexpected", "class", "signal"}},
+		{"pool.failure", []any{"pool_id", "life", "reason", "signal", "pid", first.pid()}},
 		{"engine.stopped", []any{"pool_id", "life", "pid", first.pid()}},
-		{"engine.spawned", []any{"pool_id", "life", "pid", second.pid(), "restart_count", 1}},
+		{"engine.spawned", []any{"pool_id", "life", "pid", second.pid(), "restart_count", 1, "starts", 2}},
 		{"engine.ready", []any{"pool_id", "life", "pid", second.pid()}},
 		{"api.request", []any{"method", "POST", "path", "/v1/pools/life/drain", "code", 202}},
 		{"drain.started", []any{"pool_id", "life", "reason", "api"}},

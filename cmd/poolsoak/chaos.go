@@ -123,7 +123,8 @@ func (s *soak) drainThenStart(ctx context.Context, id string, r *rand.Rand) {
 }
 
 // reload asks for a new model: usually a relative (unchecked) name, one in
-// four times an absolute path that does not exist, which must roll back.
+// four times an absolute path that does not exist, which the preflight must
+// refuse (409 PREFLIGHT_FAILED) without touching the engine.
 // One in five waits for the outcome, in the background.
 func (s *soak) reload(ctx context.Context, id string, r *rand.Rand) {
 	bad := r.IntN(4) == 0
@@ -155,8 +156,11 @@ func (s *soak) reload(ctx context.Context, id string, r *rand.Rand) {
 		if err == nil && bad && an.status == 200 {
 			s.fail("reload of %s to missing %s succeeded: %v", id, ref, an.body)
 		}
-		if err == nil && an.code == "RELOAD_FAILED" && bad && an.body["rolled_back"] != true {
-			s.fail("reload of %s to missing %s failed without rolled_back:true: %v", id, ref, an.body)
+		if err == nil && bad && an.code == "RELOAD_FAILED" {
+			s.fail("reload of %s to missing %s started and failed; the preflight should have refused it: %v", id, ref, an.body)
+		}
+		if err == nil && !bad && an.code == "PREFLIGHT_FAILED" {
+			s.fail("reload of %s to %s refused by the preflight: %v", id, ref, an.body)
 		}
 	}()
 }
