@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -172,13 +173,20 @@ func TestPreflightHostRAM(t *testing.T) {
 	}
 }
 
-// mockGPUs is go-nvml's DGX A100 mock with every GPU idle.
-func mockGPUs(t *testing.T) (*server.Server, gpu.Guard) {
+// mockGPUs is go-nvml's DGX A100 mock with every GPU idle; free[i] is GPU
+// i's free memory in bytes, which the test may change while the guard reads.
+func mockGPUs(t *testing.T) (*server.Server, gpu.Guard, []*atomic.Uint64) {
 	t.Helper()
 	srv := dgxa100.New()
+	var free []*atomic.Uint64
 	for _, d := range srv.Devices {
 		dev := d.(*server.Device)
-		dev.MemoryInfo.Free = dev.MemoryInfo.Total
+		f, total := new(atomic.Uint64), dev.MemoryInfo.Total
+		f.Store(total)
+		free = append(free, f)
+		dev.GetMemoryInfoFunc = func() (nvml.Memory, nvml.Return) {
+			return nvml.Memory{Total: total, Free: f.Load(), Used: total - f.Load()}, nvml.SUCCESS
+		}
 		dev.GetComputeModeFunc = func() (nvml.ComputeMode, nvml.Return) { return nvml.COMPUTEMODE_DEFAULT, nvml.SUCCESS }
 		dev.GetRetiredPagesPendingStatusFunc = func() (nvml.EnableState, nvml.Return) { return nvml.FEATURE_DISABLED, nvml.SUCCESS }
 		dev.GetRemappedRowsFunc = func() (int, int, bool, bool, nvml.Return) { return 0, 0, false, false, nvml.SUCCESS }
@@ -186,7 +194,7 @@ func mockGPUs(t *testing.T) (*server.Server, gpu.Guard) {
 	srv.EventSetCreateFunc = func() (nvml.EventSet, nvml.Return) { return nil, nvml.ERROR_NOT_SUPPORTED }
 	g := gpu.Open(gpu.Options{RequireNVIDIA: true, Lib: srv, VRAMWait: -1, Logger: slog.New(slog.DiscardHandler)})
 	t.Cleanup(func() { _ = g.Close() })
-	return srv, g
+	return srv, g, free
 }
 
 func (h *harness) spawnWithGuard(cfg config.Pool, g gpu.Guard) *actor.PID {
@@ -199,7 +207,7 @@ func (h *harness) spawnWithGuard(cfg config.Pool, g gpu.Guard) *actor.PID {
 // The VRAM preflight: free memory on a GPU the running engine does not use,
 // total memory on one it does (its memory comes back when it stops).
 func TestPreflightVRAM(t *testing.T) {
-	srv, g := mockGPUs(t)
+	srv, g, free := mockGPUs(t)
 	d0, d1 := srv.Devices[0].(*server.Device), srv.Devices[1].(*server.Device)
 	totalMiB := d0.MemoryInfo.Total >> 20
 	h := newHarness(t, nil)
@@ -207,8 +215,8 @@ func TestPreflightVRAM(t *testing.T) {
 	cfg.Devices, cfg.MinFreeVRAMMiB = []string{"0"}, 1000
 	pid := h.spawnWithGuard(cfg, g)
 	old := h.waitState("p1", StateReady)
-	d0.MemoryInfo.Free = 0 // the engine holds all of GPU 0
-	d1.MemoryInfo.Free = 500 << 20
+	free[0].Store(0) // the engine holds all of GPU 0
+	free[1].Store(500 << 20)
 
 	refused := func(next config.Pool, want string) {
 		t.Helper()
@@ -231,13 +239,17 @@ func TestPreflightVRAM(t *testing.T) {
 	refused(absent, "gpu: device GPU-no-such-uuid: no such device; 8 present")
 
 	// Same GPU, within its total: accepted although its free memory is 0 now.
+	// A lease holds the drain, so the new engine's guardrail runs only after
+	// the memory is back.
 	same := cfg
 	same.EngineVersion = "v2"
+	l := h.lease("p1")
 	res := make(chan ReloadResult, 1)
-	if r := h.ask(pid, &Reload{Config: &same, Deadline: -1, Result: res}).(*CommandReply); r.Err != nil {
+	if r := h.ask(pid, &Reload{Config: &same, Deadline: time.Minute, Result: res}).(*CommandReply); r.Err != nil {
 		t.Fatalf("reload on the engine's own GPU: %+v", r.Err)
 	}
-	d0.MemoryInfo.Free = d0.MemoryInfo.Total // the stopped engine gave its memory back
+	free[0].Store(d0.MemoryInfo.Total) // the stopped engine gives its memory back
+	h.release("p1", l.Lease.LeaseID)
 	if out := <-res; out.Result != "succeeded" {
 		t.Fatalf("reload on the engine's own GPU: %+v", out)
 	}

@@ -5,7 +5,10 @@ package engine
 
 import (
 	"regexp"
+	"sort"
 	"strings"
+	"sync"
+	"time"
 )
 
 // Exit classes: the restarts_total{reason} values of an unexpected exit, and
@@ -175,24 +178,52 @@ func Classify(ex Exit, lines []string) Classification {
 	return c
 }
 
-// RecentLines returns the text of the last n output lines of this process
-// (both streams, oldest first), from its pool's sink: lines an earlier engine
-// of the same pool wrote are left out. Empty without a sink.
+// recentLines keeps the last CauseWindow lines of one stream of one
+// process, with the time each was written. The zero value is ready.
+type recentLines struct {
+	mu    sync.Mutex
+	lines []Line // ring once full
+	next  int
+}
+
+func (r *recentLines) add(text string) {
+	l := Line{At: time.Now(), Text: text}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.lines) < CauseWindow {
+		r.lines = append(r.lines, l)
+		return
+	}
+	r.lines[r.next] = l
+	r.next = (r.next + 1) % CauseWindow
+}
+
+// snapshot returns the kept lines, oldest first.
+func (r *recentLines) snapshot() []Line {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Line, 0, len(r.lines))
+	out = append(out, r.lines[r.next:]...)
+	return append(out, r.lines[:r.next]...)
+}
+
+// RecentLines returns the text of the last n (at most CauseWindow) output
+// lines of this process, both streams merged by the time the daemon read
+// them (so the order across streams is approximate), oldest first. Unlike the pool's Sink it never holds a line of an earlier
+// engine of the same pool.
 func (p *Process) RecentLines(n int) []string {
-	if p.sink == nil || n <= 0 {
+	if n <= 0 || p.stdout == nil || p.stderr == nil {
 		return nil
 	}
-	// The sink holds every pool engine's lines; ask for more than n so that
-	// lines of this process are not crowded out, then keep this process's.
-	tail := p.sink.Tail(DefaultRingSize)
-	out := make([]string, 0, n)
-	for _, l := range tail {
-		if !l.At.Before(p.startedAt) {
-			out = append(out, l.Text)
-		}
+	n = min(n, CauseWindow)
+	all := append(p.stdout.recent.snapshot(), p.stderr.recent.snapshot()...)
+	sort.SliceStable(all, func(i, j int) bool { return all[i].At.Before(all[j].At) })
+	if len(all) > n {
+		all = all[len(all)-n:]
 	}
-	if len(out) > n {
-		out = out[len(out)-n:]
+	out := make([]string, len(all))
+	for i, l := range all {
+		out[i] = l.Text
 	}
 	return out
 }

@@ -1,7 +1,7 @@
 package engine
 
 import (
-	"strings"
+	"slices"
 	"testing"
 )
 
@@ -131,24 +131,32 @@ func TestExitReasonsListed(t *testing.T) {
 }
 
 // RecentLines shows this process's lines only, not an earlier engine's of the
-// same pool.
+// same pool, and at most CauseWindow of them.
 func TestRecentLines(t *testing.T) {
 	sink := NewSink(nil, 100, 0, 0)
 	sink.Write(StreamStderr, "from the previous engine")
-	p, err := Start(Spec{Argv: []string{"/bin/sh", "-c", "echo one; echo two >&2; echo three"}, Sink: sink})
+	p, err := Start(Spec{Argv: []string{"/bin/sh", "-c", "echo one; echo two >&2; i=0; while [ $i -lt 60 ]; do echo line$i; i=$((i+1)); done; echo last >&2"}, Sink: sink})
 	if err != nil {
 		t.Fatal(err)
 	}
 	<-p.Done()
-	got := p.RecentLines(10)
-	if strings.Join(got, ",") == "" || strings.Contains(strings.Join(got, ","), "previous") || len(got) != 3 {
-		t.Fatalf("RecentLines = %q, want this process's three lines", got)
+	got := p.RecentLines(CauseWindow + 10)
+	if len(got) != CauseWindow || slices.Contains(got, "from the previous engine") || !slices.Contains(got, "line59") {
+		t.Fatalf("RecentLines = %q, want this process's last %d lines", got, CauseWindow)
 	}
 	if last := p.RecentLines(1); len(last) != 1 {
 		t.Fatalf("RecentLines(1) = %q", last)
 	}
-	var nilSink Process
-	if l := nilSink.RecentLines(5); l != nil {
-		t.Fatalf("no sink: %q", l)
+	q, err := Start(Spec{Argv: []string{"/bin/sh", "-c", "echo a; echo b >&2"}, Sink: sink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-q.Done()
+	if got := q.RecentLines(10); len(got) != 2 || !slices.Contains(got, "a") || !slices.Contains(got, "b") {
+		t.Fatalf("second process: RecentLines = %q, want only a and b", got)
+	}
+	var none Process
+	if l := none.RecentLines(5); l != nil {
+		t.Fatalf("no writers: %q", l)
 	}
 }

@@ -30,6 +30,7 @@ type lineWriter struct {
 	buf      []byte // the current, unterminated line
 	skipping bool   // the current line was cut: drop up to its newline
 	last     atomic.Pointer[string]
+	recent   recentLines // this process's last lines on this stream (Process.RecentLines)
 }
 
 func (w *lineWriter) Write(b []byte) (int, error) {
@@ -96,6 +97,7 @@ func (w *lineWriter) emitCut(line []byte) {
 func (w *lineWriter) emit(line []byte) {
 	text := string(line)
 	w.last.Store(&text)
+	w.recent.add(text)
 	w.sink.Write(w.stream, text)
 }
 
