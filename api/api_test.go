@@ -26,6 +26,7 @@ var unauthenticated = map[string]bool{"/healthz": true, "/readyz": true, "/metri
 
 var errorCodes = []string{"INVALID_PARAMS", "UNAUTHORIZED", "POOL_NOT_FOUND", "LEASE_NOT_FOUND",
 	"POOL_UNREADY", "POOL_DRAINING", "POOL_BUSY", "RELOAD_IN_PROGRESS", "RELOAD_FAILED",
+	"PREFLIGHT_FAILED", // a reload's new model or resources failed its checks; nothing was touched
 	"POOL_UNAVAILABLE", "PAYLOAD_TOO_LARGE", "NOT_FOUND", "METHOD_NOT_ALLOWED", "INTERNAL",
 	// A reload's new_model_ref is checked before it can reach a shell.
 	"INVALID_MODEL_REF", "MODEL_REF_NOT_ALLOWED"}

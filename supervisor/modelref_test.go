@@ -93,7 +93,8 @@ func TestReloadAllowed(t *testing.T) {
 	if ch := td.Reconfigure(&next); len(ch.Unchanged) != 1 {
 		t.Fatalf("a reload_allowed change reloads the pool: %+v", ch)
 	}
-	if err := os.WriteFile(filepath.Join(models, "x.gguf"), nil, 0o600); err != nil {
+	// A GGUF header: the reload preflight reads it.
+	if err := os.WriteFile(filepath.Join(models, "x.gguf"), []byte("GGUF\x03\x00\x00\x00"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	code, body = td.call("POST", "/v1/pools/a/reload", map[string]any{"new_model_ref": models + "/x.gguf", "wait": true})
