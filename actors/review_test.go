@@ -40,6 +40,9 @@ func TestReloadFromFailedResetsBreaker(t *testing.T) {
 	h.waitState("p1", StateFailed)
 	good := simPool("p1")
 	good.Restart.MaxFailures = 1
+	// A long backoff keeps the pool in backoff while the test looks (with
+	// 10 ms it may already be preloading again).
+	good.Restart.Initial, good.Restart.Max = time.Hour, time.Hour
 	res := make(chan ReloadResult, 1)
 	h.ask(pid, &Reload{Config: &good, Deadline: -1, Result: res})
 	if out := <-res; out.Result != "succeeded" {

@@ -24,13 +24,14 @@ import (
 // fork (Ray workers under vLLM). Then the leader waits (or, given a file
 // name, exits with code 3 by itself once that file exists).
 const escapeScript = `
-python3 -c 'import os,time; os.setsid(); time.sleep(1000)' &
-python3 -c 'import os,time; os.setpgid(0,0); time.sleep(1000)' &
+python3 -c 'import os,time; os.setsid(); os.path.isdir(os.environ.get("ESCAPE_DIR","")) and open(os.environ["ESCAPE_DIR"]+"/setsid","w"); time.sleep(1000)' &
+python3 -c 'import os,time; os.setpgid(0,0); os.path.isdir(os.environ.get("ESCAPE_DIR","")) and open(os.environ["ESCAPE_DIR"]+"/setpgid","w"); time.sleep(1000)' &
 python3 -c '
 import os,time
 if os.fork(): os._exit(0)
 os.setsid()
 if os.fork(): os._exit(0)
+os.path.isdir(os.environ.get("ESCAPE_DIR","")) and open(os.environ["ESCAPE_DIR"]+"/daemon","w")
 time.sleep(1000)' &
 echo started
 if [ -n "$1" ]; then while [ ! -e "$1" ]; do sleep 0.05; done; exit 3; fi
@@ -121,6 +122,18 @@ func markedOutside(poolID string, pgid int) []int {
 	return pids
 }
 
+// escapeesSettled reports whether all three escapees of escapeScript have
+// left the group and report it (a file each in dir): before that, the
+// double-forker's short-lived middle process can make the count look right.
+func escapeesSettled(dir string) bool {
+	for _, name := range []string{"setsid", "setpgid", "daemon"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
 // launchEscaper launches escapeScript and waits until its three escapees
 // run beside the leader.
 func launchEscaper(t *testing.T, poolID, stateDir string, parent *cgroup.Parent, crashFile string) *engine.Process {
@@ -131,7 +144,9 @@ func launchEscaper(t *testing.T, poolID, stateDir string, parent *cgroup.Parent,
 		cmd = append(cmd, crashFile)
 	}
 	sink := engine.NewSink(nil, 100, 0, 0)
-	p, _, err := engine.Launch(engine.LaunchSpec{PoolID: poolID, Command: cmd, StateDir: stateDir, Cgroups: parent, Sink: sink})
+	escDir := t.TempDir()
+	p, _, err := engine.Launch(engine.LaunchSpec{PoolID: poolID, Command: cmd, StateDir: stateDir, Cgroups: parent, Sink: sink,
+		Env: map[string]string{"ESCAPE_DIR": escDir}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +157,7 @@ func launchEscaper(t *testing.T, poolID, stateDir string, parent *cgroup.Parent,
 			return true // crashed already: the test's own check follows
 		default:
 		}
-		return len(markedOutside(poolID, p.Pgid())) >= 3
+		return escapeesSettled(escDir) && len(markedOutside(poolID, p.Pgid())) >= 3
 	})
 	return p
 }
@@ -257,7 +272,8 @@ func launchHelper() int {
 		}
 	}
 	p, _, err := engine.Launch(engine.LaunchSpec{PoolID: os.Getenv("POOL_MANAGERD_TEST_POOL"),
-		Command: []string{"sh", "-c", escapeScript}, StateDir: os.Getenv("POOL_MANAGERD_TEST_STATE"), Cgroups: parent})
+		Command: []string{"sh", "-c", escapeScript}, StateDir: os.Getenv("POOL_MANAGERD_TEST_STATE"), Cgroups: parent,
+		Env: map[string]string{"ESCAPE_DIR": os.Getenv("POOL_MANAGERD_TEST_ESCAPES")}})
 	if err != nil {
 		fmt.Println("error:", err)
 		return 1
@@ -286,9 +302,11 @@ func TestSweepAfterDaemonSIGKILL(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			escDir := t.TempDir()
 			helper := exec.Command(self)
 			helper.Env = engine.CleanEnv(os.Environ(), map[string]string{helperEnv: "launch",
-				"POOL_MANAGERD_TEST_CGROUP": cgDir, "POOL_MANAGERD_TEST_STATE": stateDir, "POOL_MANAGERD_TEST_POOL": poolID})
+				"POOL_MANAGERD_TEST_CGROUP": cgDir, "POOL_MANAGERD_TEST_STATE": stateDir, "POOL_MANAGERD_TEST_POOL": poolID,
+				"POOL_MANAGERD_TEST_ESCAPES": escDir})
 			out, err := helper.StdoutPipe()
 			if err != nil {
 				t.Fatal(err)
@@ -305,7 +323,9 @@ func TestSweepAfterDaemonSIGKILL(t *testing.T) {
 			if _, err := fmt.Sscanf(line, "pid=%d", &leader); err != nil {
 				t.Fatalf("helper said %q: %v", line, err)
 			}
-			waitFor(t, 30*time.Second, "the three escapees", func() bool { return len(markedOutside(poolID, leader)) >= 3 })
+			waitFor(t, 30*time.Second, "the three escapees", func() bool {
+				return escapeesSettled(escDir) && len(markedOutside(poolID, leader)) >= 3
+			})
 			_ = helper.Process.Signal(syscall.SIGKILL)
 			_ = helper.Wait()
 			waitFor(t, 30*time.Second, "the leader to die by Pdeathsig", func() bool {
