@@ -410,10 +410,16 @@ func TestDaemonSetMountsWhatExists(t *testing.T) {
 			t.Errorf("token volume defaultMode %v: others must not read the token", mode)
 		}
 	}
-	// state_dir is writable storage, not the read-only root.
+	// state_dir is writable storage, not the read-only root: a directory
+	// the daemon creates inside an emptyDir. Not the mount point itself,
+	// which is root's and mode 0777: the daemon refuses a state_dir others
+	// may write (they could plant a pid record for it to kill).
 	if d.cfg.StateDir != "" {
-		if v, ok := d.mountedAt[d.cfg.StateDir]; !ok || v.EmptyDir == nil {
-			t.Errorf("state_dir %s is not an emptyDir mount", d.cfg.StateDir)
+		if _, ok := d.mountedAt[d.cfg.StateDir]; ok {
+			t.Errorf("state_dir %s is a volume's mount point (root's, mode 0777); use a directory inside it", d.cfg.StateDir)
+		}
+		if v, ok := d.mountedAt[path.Dir(d.cfg.StateDir)]; !ok || v.EmptyDir == nil {
+			t.Errorf("state_dir %s is not a directory of an emptyDir mount", d.cfg.StateDir)
 		}
 	}
 }
