@@ -59,7 +59,7 @@ func daemonMetrics(t *testing.T) map[string]family {
 	m.Reload("p", "succeeded")
 	m.Probe("p", "liveness", time.Millisecond)
 	m.XID("GPU-1", 79)
-	m.LogDropped("p")
+	m.LogDropped("p", 1, 100)
 	m.ObserveAPI("GET /v1/pools", 200, time.Millisecond)
 
 	fams := map[string]family{}
