@@ -124,7 +124,7 @@ func TestBuiltinDefaults(t *testing.T) {
 		ID: "a", Engine: "other", ModelRef: "m", Command: []string{"srv", "${PORT}"}, Host: "127.0.0.1",
 		StartupTimeout: 10 * time.Minute, StallTimeout: 2 * time.Minute, StopGrace: 10 * time.Second, DrainDeadline: 30 * time.Second,
 		Readiness: Probe{Path: "/health", Timeout: time.Second},
-		Liveness:  Probe{Path: "/health", Interval: 5 * time.Second, Timeout: 2 * time.Second, FailureThreshold: 3, BusyGrace: 2 * time.Minute},
+		Liveness:  Probe{Path: "/health", Interval: 5 * time.Second, Timeout: 2 * time.Second, FailureThreshold: 3, BusyGrace: 5 * time.Minute},
 		Restart: Restart{Initial: time.Second, Multiplier: 2, Max: 60 * time.Second, Jitter: 0.1,
 			ResetAfter: 10 * time.Minute, MaxFailures: 5, Window: 10 * time.Minute},
 		Line: 2,
