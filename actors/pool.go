@@ -112,7 +112,7 @@ type pool struct {
 	scrapeKick chan struct{} // asks the scraper of the current engine for a reading now
 	scrapeFast *atomic.Bool  // the scraper polls quickly (a drain waits on in-flight requests)
 	queue      engine.Queue  // the last successful reading that reported a queue
-	queueAt    time.Time     // when it was taken; zero: none for this engine
+	queueAt    time.Time     // when its scrape began; zero: none for this engine
 
 	timers map[string]timerRef
 	token  uint64
@@ -134,6 +134,7 @@ type drainOp struct {
 	leases         int // -1: not yet told by the registry
 	queue          drainQueue
 	inFlight       float64 // the engine's in-flight requests, when queue is queueKnown
+	zeros          int     // readings in a row, since the drain began, with nothing in flight
 	deadlinePassed bool
 	stopping       bool
 	then           func() // reload continues here instead of going to stopped
@@ -181,7 +182,7 @@ type engineMetrics struct {
 	gen uint64
 	q   engine.Queue
 	err error
-	at  time.Time // when the reading was taken (the pool's clock)
+	at  time.Time // when the scrape began (the pool's clock)
 }
 type timerFired struct {
 	kind  string

@@ -103,7 +103,7 @@ func (a *pool) onLeases(n int) {
 }
 
 // drainOnMetrics takes a reading of the engine's queue into a drain in
-// progress. Only readings taken after the drain began count: an older 0 says
+// progress. Only scrapes begun after the drain began count: an older 0 says
 // nothing about a request that arrived since. A timeout keeps the drain
 // waiting (the engine is busy); any other failure (metrics_path answering
 // 404, a page without the series) means the engine cannot say, so leases
@@ -116,6 +116,11 @@ func (a *pool) drainOnMetrics(m *engineMetrics) {
 	switch {
 	case m.err == nil && m.q.Reported:
 		d.queue, d.inFlight = queueKnown, m.q.InFlight()
+		if d.inFlight == 0 {
+			d.zeros++
+		} else {
+			d.zeros = 0
+		}
 	case m.err == nil || !isTimeout(m.err):
 		if d.queue == queuePending {
 			d.queue = queueNone
@@ -134,9 +139,15 @@ func drainQueueWhy(err error) string {
 	return "the engine reports no in-flight series; the drain waits for leases only"
 }
 
+// drainZeros is how many readings in a row must show nothing in flight
+// before a drain stops the engine. llama-server counts a request as done
+// when its slot is released, a moment before its HTTP thread has written
+// the answer; a second reading (scrapeFastEvery later) lets that finish.
+const drainZeros = 2
+
 // drainIdle reports whether nothing holds the drain any more: no lease,
-// and, where the engine reports its queue (metrics_path), no request in
-// flight in the latest reading taken since the drain began.
+// and, where the engine reports its queue (metrics_path), nothing in flight
+// in the last drainZeros readings taken since the drain began.
 func (a *pool) drainIdle() bool {
 	d := a.drain
 	if d.leases != 0 {
@@ -147,7 +158,7 @@ func (a *pool) drainIdle() bool {
 	}
 	switch d.queue {
 	case queueKnown:
-		return d.inFlight == 0
+		return d.zeros >= drainZeros
 	case queueNone:
 		return true
 	}

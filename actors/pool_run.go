@@ -335,11 +335,12 @@ func isTimeout(err error) bool {
 // atomics.
 func (a *pool) scrapeMetrics(ctx context.Context, gen uint64, url string, cfg config.Probe, series engine.QueueSeries, kick <-chan struct{}, fast *atomic.Bool) {
 	for {
+		at := a.d.Clock.Now()
 		q, err := engine.ScrapeQueue(ctx, a.d.ProbeClient, url, cfg.Timeout, series)
 		if ctx.Err() != nil {
 			return
 		}
-		a.root.Send(a.self, &engineMetrics{gen: gen, q: q, err: err, at: a.d.Clock.Now()})
+		a.root.Send(a.self, &engineMetrics{gen: gen, q: q, err: err, at: at})
 		every := cfg.Interval
 		if fast.Load() && every > scrapeFastEvery {
 			every = scrapeFastEvery
