@@ -240,8 +240,8 @@ func TestLlamaSIGSTOPFailsWithinLiveness(t *testing.T) {
 	})
 }
 
-// A corrupt model makes llama-server exit at load: the pool fails with a
-// last_error, and the breaker ends the restarts.
+// A corrupt model makes llama-server exit at load: the pool fails with the
+// cause in last_error, and the breaker ends the restarts.
 func TestLlamaCorruptModelFails(t *testing.T) {
 	l := findLlama(t)
 	bad := filepath.Join(t.TempDir(), "corrupt.gguf")
@@ -251,8 +251,8 @@ func TestLlamaCorruptModelFails(t *testing.T) {
 	d := startDaemon(t, "-config", tempConfig(t, llamaDefaults+l.pool("bad", bad, nil,
 		"restart: {initial: 100ms, max: 200ms, max_failures: 2, window: 1h}")))
 	p := d.waitPool("bad", "failed (breaker open)", func(p poolStatus, _ int) bool { return p.State == "failed" })
-	if p.LastError == nil || *p.LastError == "" {
-		t.Fatalf("failed pool without last_error: %+v", p)
+	if p.LastError == nil || !strings.Contains(*p.LastError, "invalid magic") {
+		t.Fatalf("last_error = %v, want llama-server's cause (invalid magic), not its last line", p.LastError)
 	}
 	t.Logf("last_error: %s", *p.LastError)
 	spawns := len(find(d.records(), "engine.spawned", "pool_id", "bad"))
