@@ -108,6 +108,12 @@ type pool struct {
 	restarting    bool   // the current preload is a restart after a failure
 	restartReason string // the failure it restarts from (restarts_total's reason)
 
+	// The engine's own metrics (metrics_path), scraped on their own schedule.
+	scrapeKick chan struct{} // asks the scraper of the current engine for a reading now
+	scrapeFast *atomic.Bool  // the scraper polls quickly (a drain waits on in-flight requests)
+	queue      engine.Queue  // the last successful reading that reported a queue
+	queueAt    time.Time     // when its scrape began; zero: none for this engine
+
 	timers map[string]timerRef
 	token  uint64
 
@@ -126,6 +132,9 @@ type drainOp struct {
 	start          time.Time
 	reason         string
 	leases         int // -1: not yet told by the registry
+	queue          drainQueue
+	inFlight       float64 // the engine's in-flight requests, when queue is queueKnown
+	zeros          int     // readings in a row, since the drain began, with nothing in flight
 	deadlinePassed bool
 	stopping       bool
 	then           func() // reload continues here instead of going to stopped
@@ -158,6 +167,12 @@ type probeReady struct{ gen uint64 }
 type livenessResult struct {
 	gen uint64
 	res engine.ProbeResult
+	// Set for a probe that timed out (see liveness): what the engine did
+	// while the probe waited.
+	timedOut bool
+	since    time.Time // the end of the previous probe
+	busy     string    // evidence of work ("" none): output, CPU time
+	stopped  bool      // the engine process is stopped (SIGSTOP or a tracer)
 }
 type engineStopped struct {
 	proc *engine.Process
@@ -165,7 +180,9 @@ type engineStopped struct {
 }
 type engineMetrics struct {
 	gen uint64
-	m   EngineMetric
+	q   engine.Queue
+	err error
+	at  time.Time // when the scrape began (the pool's clock)
 }
 type timerFired struct {
 	kind  string
@@ -384,20 +401,7 @@ func (a *pool) onTimer(m *timerFired) {
 			a.startPreload("backoff elapsed")
 		}
 	case tDrain:
-		if d := a.drain; d != nil {
-			switch {
-			case d.leases >= 0:
-				d.deadlinePassed = true
-				a.drainStop(d.leases > 0)
-			case !d.deadlinePassed:
-				// The registry has not told us the lease count yet (it
-				// normally does within microseconds): give it a moment.
-				d.deadlinePassed = true
-				a.armTimer(tDrain, leaseCountGrace)
-			default: // still no count: stop anyway rather than drain forever
-				a.drainStop(true)
-			}
-		}
+		a.onDrainDeadline()
 	}
 }
 

@@ -68,6 +68,13 @@ func (a *pool) beginDrain(deadline time.Duration, reason string, then func()) {
 		return
 	}
 	a.armTimer(tDrain, deadline)
+	if a.scrapeFast != nil { // the engine reports its queue: read it now, then often
+		a.scrapeFast.Store(true)
+		select {
+		case a.scrapeKick <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (a *pool) armTimerIfSooner(deadline time.Duration) {
@@ -78,14 +85,115 @@ func (a *pool) armTimerIfSooner(deadline time.Duration) {
 	}
 }
 
+// drainQueue is what a drain knows of the engine's in-flight requests.
+type drainQueue int
+
+const (
+	queuePending drainQueue = iota // metrics_path set: waiting for a reading taken since the drain began
+	queueKnown                     // drainOp.inFlight holds the latest such reading
+	queueNone                      // the engine does not report its queue: leases alone decide
+)
+
 func (a *pool) onLeases(n int) {
 	if a.drain == nil || a.drain.stopping {
 		return
 	}
 	a.drain.leases = n
-	if n == 0 {
+	a.drainMaybeStop()
+}
+
+// drainOnMetrics takes a reading of the engine's queue into a drain in
+// progress. Only scrapes begun after the drain began count: an older 0 says
+// nothing about a request that arrived since. A timeout keeps the drain
+// waiting (the engine is busy); any other failure (metrics_path answering
+// 404, a page without the series) means the engine cannot say, so leases
+// alone decide, as for an engine without metrics_path.
+func (a *pool) drainOnMetrics(m *engineMetrics) {
+	d := a.drain
+	if d == nil || d.stopping || m.at.Before(d.start) {
+		return
+	}
+	switch {
+	case m.err == nil && m.q.Reported:
+		d.queue, d.inFlight = queueKnown, m.q.InFlight()
+		if d.inFlight == 0 {
+			d.zeros++
+		} else {
+			d.zeros = 0
+		}
+	case m.err == nil || !isTimeout(m.err):
+		if d.queue == queuePending {
+			d.queue = queueNone
+			a.log.Info("drain.no_engine_queue", "metrics_path", a.cfg.MetricsPath, "detail", drainQueueWhy(m.err))
+		}
+	default:
+		return // timed out: nothing learnt
+	}
+	a.drainMaybeStop()
+}
+
+func drainQueueWhy(err error) string {
+	if err != nil {
+		return "scrape failed: " + err.Error() + "; the drain waits for leases only"
+	}
+	return "the engine reports no in-flight series; the drain waits for leases only"
+}
+
+// drainZeros is how many readings in a row must show nothing in flight
+// before a drain stops the engine. llama-server counts a request as done
+// when its slot is released, a moment before its HTTP thread has written
+// the answer; a second reading (scrapeFastEvery later) lets that finish.
+const drainZeros = 2
+
+// drainIdle reports whether nothing holds the drain any more: no lease,
+// and, where the engine reports its queue (metrics_path), nothing in flight
+// in the last drainZeros readings taken since the drain began.
+func (a *pool) drainIdle() bool {
+	d := a.drain
+	if d.leases != 0 {
+		return false
+	}
+	if a.cfg.MetricsPath == "" || a.scrapeFast == nil {
+		return true // no scraper for this engine: nothing else to wait for
+	}
+	switch d.queue {
+	case queueKnown:
+		return d.zeros >= drainZeros
+	case queueNone:
+		return true
+	}
+	return false
+}
+
+// drainMaybeStop ends a drain that has nothing left to wait for, or whose
+// deadline has passed.
+func (a *pool) drainMaybeStop() {
+	switch {
+	case a.drainIdle():
 		a.drainStop(false)
-	} else if a.drain.deadlinePassed {
+	case a.drain.deadlinePassed && a.drain.leases >= 0:
+		a.drainStop(true)
+	}
+}
+
+// onDrainDeadline runs when drain_deadline (or the API's deadline_ms) is
+// reached: the engine stops now, forced when leases or in-flight requests
+// remain.
+func (a *pool) onDrainDeadline() {
+	d := a.drain
+	if d == nil {
+		return
+	}
+	switch {
+	case d.leases >= 0:
+		d.deadlinePassed = true
+		a.drainStop(!a.drainIdle())
+	case !d.deadlinePassed:
+		// The registry has not told us the lease count yet (it
+		// normally does within microseconds): give it a moment.
+		d.deadlinePassed = true
+		a.armTimer(tDrain, leaseCountGrace)
+	default: // still no count: stop anyway rather than drain forever
 		a.drainStop(true)
 	}
 }
@@ -119,7 +227,11 @@ func (a *pool) finishDrain(forced bool, final ...int) {
 	a.st.LastDrain = &DrainInfo{Forced: forced, DurationMS: dur.Milliseconds(), FinalLeases: fl}
 	a.dirty = true
 	a.d.Observer.Drain(a.cfg.ID, forced, dur)
-	a.log.Info("drain.finished", "reason", d.reason, "forced", forced, "duration_ms", dur.Milliseconds(), "final_leases", fl)
+	attrs := []any{"reason", d.reason, "forced", forced, "duration_ms", dur.Milliseconds(), "final_leases", fl}
+	if d.queue == queueKnown {
+		attrs = append(attrs, "final_in_flight", d.inFlight)
+	}
+	a.log.Info("drain.finished", attrs...)
 	if d.then != nil {
 		d.then()
 		return

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -202,11 +203,12 @@ func (a *pool) becomeReady() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	metricsURL := ""
+	go a.liveness(ctx, a.gen, a.proc, *a.st.URL+a.cfg.Liveness.Path, a.cfg.Liveness)
+	a.queue, a.queueAt, a.scrapeKick, a.scrapeFast = engine.Queue{}, time.Time{}, nil, nil
 	if a.cfg.MetricsPath != "" {
-		metricsURL = *a.st.URL + a.cfg.MetricsPath
+		a.scrapeKick, a.scrapeFast = make(chan struct{}, 1), new(atomic.Bool)
+		go a.scrapeMetrics(ctx, a.gen, *a.st.URL+a.cfg.MetricsPath, a.cfg.Liveness, engine.QueueSeriesFor(a.cfg.Engine), a.scrapeKick, a.scrapeFast)
 	}
-	go a.liveness(ctx, a.gen, *a.st.URL+a.cfg.Liveness.Path, a.cfg.Liveness, metricsURL)
 	if r := a.reload; r != nil {
 		if r.phase == "new" {
 			a.finishReload("succeeded", false, "")
@@ -228,15 +230,45 @@ func (a *pool) procPid() int {
 	return a.proc.Pid()
 }
 
-// Engine metrics the daemon reads from llama-server-style engines (queue depth).
+// Liveness of a ready (or draining) engine.
+//
+// Every liveness.interval the liveness path is probed. A probe that answers
+// 2xx is a heartbeat. A probe that answers anything else, or cannot connect,
+// is a failure; failure_threshold of them in a row fail the engine. A probe
+// that times out is judged by what the engine did while the probe waited:
+//
+//   - its process is stopped (state T or t in /proc: SIGSTOP, a tracer):
+//     frozen, a failure;
+//   - it wrote output, or its threads used at least busyCPUShare of a core
+//     (and busyCPUMin), or a metrics reading taken since the previous probe
+//     showed requests in flight: busy. An engine whose HTTP threads are all
+//     taken by long completions (llama-server has max(parallel+2, cores-1)
+//     of them unless --threads-http says otherwise) answers nothing, metrics
+//     included, until one finishes, yet it is working. A busy timeout
+//     neither counts nor breaks the run of failures; it is logged as
+//     probe.liveness_busy;
+//   - otherwise (no output, no CPU, nothing in flight: a deadlock): a failure.
+//
+// Busy is believed for at most liveness.busy_grace without any successful
+// probe: an engine that spins or logs but never answers is failed then. A
+// busy_grace of 0 makes every timeout a failure.
+//
+// The evidence is taken over the probe's own wait, not since the previous
+// probe: llama-server logs every request, so the line for the previous
+// (successful) probe would otherwise count as work.
 const (
-	metricProcessing = "llamacpp:requests_processing"
-	metricDeferred   = "llamacpp:requests_deferred"
+	busyCPUShare = 10                    // percent of one core over the probe's wait
+	busyCPUMin   = 30 * time.Millisecond // at least this much CPU (3 clock ticks)
 )
 
-// liveness probes every interval while the engine is ready or draining and,
-// when the pool has a metrics_path, scrapes the engine's queue depth.
-func (a *pool) liveness(ctx context.Context, gen uint64, url string, cfg config.Probe, metricsURL string) {
+// scrapeFastEvery is how often the scraper reads the engine's queue while a
+// drain waits for in-flight requests to finish.
+const scrapeFastEvery = 200 * time.Millisecond
+
+// liveness probes every interval while the engine is ready or draining; it
+// may read only its arguments, a.d and atomics.
+func (a *pool) liveness(ctx context.Context, gen uint64, proc *engine.Process, url string, cfg config.Probe) {
+	prevEnd := a.d.Clock.Now()
 	for {
 		tick := make(chan struct{})
 		t := a.d.Clock.AfterFunc(cfg.Interval, func() { close(tick) })
@@ -246,42 +278,149 @@ func (a *pool) liveness(ctx context.Context, gen uint64, url string, cfg config.
 			return
 		case <-tick:
 		}
+		before, statErr := engine.ReadProcStat(proc.Pid())
+		start := time.Now()
 		r := engine.Probe(ctx, a.d.ProbeClient, url, cfg.Timeout)
 		if ctx.Err() != nil {
 			return
 		}
 		a.d.Observer.Probe(a.id, "liveness", r.Duration)
-		a.root.Send(a.self, &livenessResult{gen: gen, res: r})
-		if metricsURL != "" && r.OK() {
-			if m, err := engine.Scrape(ctx, a.d.ProbeClient, metricsURL, cfg.Timeout, metricProcessing, metricDeferred); err == nil {
-				a.root.Send(a.self, &engineMetrics{gen: gen, m: EngineMetric{RequestsProcessing: m[metricProcessing], RequestsDeferred: m[metricDeferred]}})
+		m := &livenessResult{gen: gen, res: r, since: prevEnd}
+		if !r.OK() && isTimeout(r.Err) {
+			m.timedOut = true
+			after, err := engine.ReadProcStat(proc.Pid())
+			if err == nil && statErr == nil {
+				m.stopped = after.Stopped() || before.Stopped()
+				m.busy = workEvidence(proc, start, after.CPU-before.CPU)
+			} else if proc.LastActivity().After(start) {
+				m.busy = "output while the probe waited"
 			}
+			if m.stopped {
+				m.busy = ""
+			}
+		}
+		prevEnd = a.d.Clock.Now()
+		a.root.Send(a.self, m)
+	}
+}
+
+// workEvidence describes what shows the engine worked since start ("" if
+// nothing does): output lines, or CPU time used.
+func workEvidence(proc *engine.Process, start time.Time, cpu time.Duration) string {
+	var ev []string
+	if proc.LastActivity().After(start) {
+		ev = append(ev, "output while the probe waited")
+	}
+	wall := time.Since(start)
+	if cpu >= busyCPUMin && cpu*100 >= wall*busyCPUShare {
+		ev = append(ev, fmt.Sprintf("%s CPU in %s", cpu.Round(10*time.Millisecond), wall.Round(10*time.Millisecond)))
+	}
+	return strings.Join(ev, ", ")
+}
+
+// isTimeout reports a probe or scrape that gave up waiting (as opposed to
+// a refused connection or an HTTP error answer).
+func isTimeout(err error) bool {
+	if err == nil {
+		return false
+	}
+	var te interface{ Timeout() bool }
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &te) && te.Timeout())
+}
+
+// scrapeMetrics reads the engine's queue from its metrics_path at once, then
+// every liveness interval (scrapeFastEvery while fast is set, or when kicked),
+// whatever the liveness probes answer, so the pool's engine_metrics show the
+// real queue while probes are slow. It may read only its arguments, a.d and
+// atomics.
+func (a *pool) scrapeMetrics(ctx context.Context, gen uint64, url string, cfg config.Probe, series engine.QueueSeries, kick <-chan struct{}, fast *atomic.Bool) {
+	for {
+		at := a.d.Clock.Now()
+		q, err := engine.ScrapeQueue(ctx, a.d.ProbeClient, url, cfg.Timeout, series)
+		if ctx.Err() != nil {
+			return
+		}
+		a.root.Send(a.self, &engineMetrics{gen: gen, q: q, err: err, at: at})
+		every := cfg.Interval
+		if fast.Load() && every > scrapeFastEvery {
+			every = scrapeFastEvery
+		}
+		tick := make(chan struct{})
+		t := a.d.Clock.AfterFunc(every, func() { close(tick) })
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-kick:
+			t.Stop()
+		case <-tick:
 		}
 	}
 }
 
+// onEngineMetrics takes a metrics reading (ready or draining). A failed
+// scrape keeps the last reading: the queue is most interesting exactly when
+// the engine is too busy to answer.
 func (a *pool) onEngineMetrics(m *engineMetrics) {
 	if m.gen != a.gen || a.proc == nil {
 		return
 	}
-	em := m.m
-	a.st.EngineMetrics = &em
-	a.dirty = true
+	if m.err == nil {
+		if m.q.Reported {
+			a.queue, a.queueAt = m.q, m.at
+			a.st.EngineMetrics = &EngineMetric{RequestsProcessing: m.q.Processing, RequestsDeferred: m.q.Waiting}
+		} else {
+			a.queue, a.queueAt, a.st.EngineMetrics = engine.Queue{}, time.Time{}, nil
+		}
+		a.dirty = true
+	} else {
+		a.log.Debug("engine.metrics_failed", "pid", a.procPid(), "err", m.err)
+	}
+	a.drainOnMetrics(m)
 }
 
+// onLiveness applies one liveness result (ready or draining; see liveness).
 func (a *pool) onLiveness(m *livenessResult) {
 	if m.gen != a.gen || a.proc == nil || a.stopReq {
 		return
 	}
+	now := a.now()
 	if m.res.OK() {
 		a.liveFails = 0
-		a.st.LastHeartbeatMS = ptr(a.now().UnixMilli())
+		a.st.LastHeartbeatMS = ptr(now.UnixMilli())
 		a.st.Live = true
 		a.dirty = true
 		return
 	}
-	a.liveFails++
 	why := probeWhy(m.res)
+	busy := m.busy
+	if m.timedOut && !m.stopped && !a.queueAt.Before(m.since) && a.queue.InFlight() > 0 {
+		ev := fmt.Sprintf("%g requests in flight", a.queue.InFlight())
+		if busy != "" {
+			busy += ", " + ev
+		} else {
+			busy = ev
+		}
+	}
+	if grace := a.cfg.Liveness.BusyGrace; busy != "" && grace > 0 {
+		var unanswered time.Duration
+		if hb := a.st.LastHeartbeatMS; hb != nil {
+			unanswered = now.Sub(time.UnixMilli(*hb))
+		}
+		if unanswered < grace {
+			a.log.Warn("probe.liveness_busy", "pid", a.procPid(), "evidence", busy,
+				"unanswered_ms", unanswered.Milliseconds(), "busy_grace_ms", grace.Milliseconds(), "last_error", why)
+			return
+		}
+		a.st.Live = false
+		a.fail("liveness", fmt.Errorf("liveness unanswered for %s although the engine looked busy (%s): past liveness.busy_grace %s: %s",
+			unanswered.Round(time.Millisecond), busy, grace, why))
+		return
+	}
+	if m.stopped {
+		why += " (the engine process is stopped: SIGSTOP or a tracer)"
+	}
+	a.liveFails++
 	a.log.Warn("probe.liveness_failed", "pid", a.procPid(), "failures", a.liveFails,
 		"threshold", a.cfg.Liveness.FailureThreshold, "last_error", why)
 	if a.liveFails >= a.cfg.Liveness.FailureThreshold {

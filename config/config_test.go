@@ -38,7 +38,7 @@ pools:
     metrics_path: /metrics
     stall_timeout: 0s
     drain_deadline: 0s
-    liveness: {failure_threshold: 5}
+    liveness: {failure_threshold: 5, busy_grace: 30s}
     restart: {jitter: 0, max_failures: 0, reset_after: 0s}
   - id: triton.a_1
     engine: triton
@@ -84,7 +84,7 @@ func TestParseFull(t *testing.T) {
 		DrainDeadline:  0,
 		// preset /health beats defaults' /ready; timeout still from defaults
 		Readiness: Probe{Path: "/health", Timeout: 3 * time.Second},
-		Liveness:  Probe{Path: "/health", Interval: 7 * time.Second, Timeout: 2 * time.Second, FailureThreshold: 5},
+		Liveness:  Probe{Path: "/health", Interval: 7 * time.Second, Timeout: 2 * time.Second, FailureThreshold: 5, BusyGrace: 30 * time.Second},
 		Restart: Restart{Initial: 2 * time.Second, Multiplier: 2, Max: 30 * time.Second, Jitter: 0,
 			ResetAfter: 0, MaxFailures: 0, Window: 10 * time.Minute},
 		Line: 14,
@@ -124,7 +124,7 @@ func TestBuiltinDefaults(t *testing.T) {
 		ID: "a", Engine: "other", ModelRef: "m", Command: []string{"srv", "${PORT}"}, Host: "127.0.0.1",
 		StartupTimeout: 10 * time.Minute, StallTimeout: 2 * time.Minute, StopGrace: 10 * time.Second, DrainDeadline: 30 * time.Second,
 		Readiness: Probe{Path: "/health", Timeout: time.Second},
-		Liveness:  Probe{Path: "/health", Interval: 5 * time.Second, Timeout: 2 * time.Second, FailureThreshold: 3},
+		Liveness:  Probe{Path: "/health", Interval: 5 * time.Second, Timeout: 2 * time.Second, FailureThreshold: 3, BusyGrace: 5 * time.Minute},
 		Restart: Restart{Initial: time.Second, Multiplier: 2, Max: 60 * time.Second, Jitter: 0.1,
 			ResetAfter: 10 * time.Minute, MaxFailures: 5, Window: 10 * time.Minute},
 		Line: 2,
@@ -203,6 +203,8 @@ func TestProblems(t *testing.T) {
 		{"readiness timeout zero", poolYAML("readiness: {timeout: 0s}"), 6, "pools[0].readiness.timeout", "greater than 0"},
 		{"liveness interval zero", poolYAML("liveness: {interval: 0s}"), 6, "pools[0].liveness.interval", "greater than 0"},
 		{"liveness timeout zero", poolYAML("liveness: {timeout: 0s}"), 6, "pools[0].liveness.timeout", "greater than 0"},
+		{"busy_grace negative", poolYAML("liveness: {busy_grace: -1s}"), 6, "pools[0].liveness.busy_grace", "must not be negative"},
+		{"busy_grace on readiness", poolYAML("readiness: {busy_grace: 1s}"), 6, "pools[0].readiness.busy_grace", "unknown key"},
 		{"failure_threshold zero", poolYAML("liveness: {failure_threshold: 0}"), 6, "pools[0].liveness.failure_threshold", ">= 1"},
 		{"failure_threshold string", poolYAML("liveness: {failure_threshold: three}"), 6, "pools[0].liveness.failure_threshold", `must be an integer, not the string "three"`},
 		{"probe path", poolYAML("readiness: {path: health}"), 6, "pools[0].readiness.path", `start with "/"`},

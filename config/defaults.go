@@ -56,7 +56,7 @@ func builtinPool() Pool {
 		StopGrace:      10 * time.Second,
 		DrainDeadline:  30 * time.Second,
 		Readiness:      Probe{Path: "/health", Timeout: time.Second},
-		Liveness:       Probe{Path: "/health", Interval: 5 * time.Second, Timeout: 2 * time.Second, FailureThreshold: 3},
+		Liveness:       Probe{Path: "/health", Interval: 5 * time.Second, Timeout: 2 * time.Second, FailureThreshold: 3, BusyGrace: 5 * time.Minute},
 		Restart: Restart{
 			Initial: time.Second, Multiplier: 2, Max: time.Minute, Jitter: 0.1,
 			ResetAfter: 10 * time.Minute, MaxFailures: 5, Window: 10 * time.Minute,

@@ -33,7 +33,8 @@
 //	  stop_grace: 10s                # > 0
 //	  drain_deadline: 30s            # >= 0
 //	  readiness: {path: /health, timeout: 1s}
-//	  liveness:  {path: /health, interval: 5s, timeout: 2s, failure_threshold: 3}
+//	  liveness:  {path: /health, interval: 5s, timeout: 2s, failure_threshold: 3,
+//	              busy_grace: 5m}    # >= 0; 0: a timeout always counts as a failure
 //	  restart:   {initial: 1s, multiplier: 2, max: 60s, jitter: 0.1,
 //	              reset_after: 10m, max_failures: 5, window: 10m}
 //	pools: []                        # a daemon with no pools is valid

@@ -36,7 +36,7 @@ func (d *decoder) timing(b block, path string, p *Pool) {
 func (d *decoder) probe(v *yaml.Node, path string, pr *Probe, liveness bool) {
 	keys := []string{"path", "timeout"}
 	if liveness {
-		keys = append(keys, "interval", "failure_threshold")
+		keys = append(keys, "interval", "failure_threshold", "busy_grace")
 	}
 	b := d.fields(v, path, keys...)
 	if d.strAt(b, path, "path", &pr.Path) && !strings.HasPrefix(pr.Path, "/") {
@@ -45,6 +45,7 @@ func (d *decoder) probe(v *yaml.Node, path string, pr *Probe, liveness bool) {
 	d.durAt(b, path, "timeout", true, &pr.Timeout)
 	d.durAt(b, path, "interval", true, &pr.Interval)
 	d.intTo(b, path, "failure_threshold", 1, math.MaxInt32, &pr.FailureThreshold)
+	d.durAt(b, path, "busy_grace", false, &pr.BusyGrace) // 0: every timeout counts
 }
 
 // restart reads a restart policy. A zero initial or max delay is refused:

@@ -44,6 +44,10 @@ type Probe struct {
 	Interval         time.Duration // liveness only
 	Timeout          time.Duration
 	FailureThreshold int // liveness only
+	// BusyGrace (liveness only) bounds how long probes may keep timing out
+	// while the engine shows it is working (output, CPU, in-flight requests)
+	// before that counts as a failure; 0 makes every timeout a failure.
+	BusyGrace time.Duration
 }
 
 // Restart is the restart policy of one pool.

@@ -77,3 +77,61 @@ func ParseMetrics(r io.Reader, names ...string) (map[string]float64, error) {
 	}
 	return out, sc.Err()
 }
+
+// QueueSeries names the series of an engine's own metrics that count the
+// requests it is working on and those queued behind them. Each list is
+// summed (over labels too).
+type QueueSeries struct {
+	Processing []string
+	Waiting    []string
+}
+
+// queueSeries is what each engine exports: llama-server with --metrics,
+// vLLM and TGI out of the box. Triton and other engines are read with
+// llama-server's names, so an engine that mimics them is understood and any
+// other simply reports nothing.
+var queueSeries = map[string]QueueSeries{
+	"llamacpp": {Processing: []string{"llamacpp:requests_processing"}, Waiting: []string{"llamacpp:requests_deferred"}},
+	"vllm":     {Processing: []string{"vllm:num_requests_running"}, Waiting: []string{"vllm:num_requests_waiting"}},
+	"tgi":      {Processing: []string{"tgi_batch_current_size"}, Waiting: []string{"tgi_queue_size"}},
+}
+
+// QueueSeriesFor returns the queue series of an engine kind (config.Engines).
+func QueueSeriesFor(engine string) QueueSeries {
+	if s, ok := queueSeries[engine]; ok {
+		return s
+	}
+	return queueSeries["llamacpp"]
+}
+
+// Queue is one reading of an engine's request queue.
+type Queue struct {
+	Processing float64 // requests being worked on now
+	Waiting    float64 // accepted, queued behind them
+	// Reported is false when the page had none of the processing series:
+	// the engine does not say what it is doing (and Processing means nothing).
+	Reported bool
+}
+
+// InFlight is every request the engine holds: processing and waiting.
+func (q Queue) InFlight() float64 { return q.Processing + q.Waiting }
+
+// ScrapeQueue reads an engine's metrics page and returns its queue.
+func ScrapeQueue(ctx context.Context, client *http.Client, url string, timeout time.Duration, s QueueSeries) (Queue, error) {
+	names := append(append([]string{}, s.Processing...), s.Waiting...)
+	m, err := Scrape(ctx, client, url, timeout, names...)
+	if err != nil {
+		return Queue{}, err
+	}
+	var q Queue
+	for _, n := range s.Processing {
+		if v, ok := m[n]; ok {
+			q.Processing += v
+			q.Reported = true
+		}
+	}
+	for _, n := range s.Waiting {
+		q.Waiting += m[n]
+	}
+	return q, nil
+}

@@ -1,8 +1,14 @@
 package engine
 
 import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseMetrics(t *testing.T) {
@@ -20,5 +26,52 @@ other 5
 	}
 	if got["llamacpp:requests_processing"] != 3 || got["llamacpp:requests_deferred"] != 3 || len(got) != 2 {
 		t.Fatalf("got %v", got)
+	}
+}
+
+func TestQueueSeriesForEngines(t *testing.T) {
+	pages := map[string]string{
+		"llamacpp": "llamacpp:requests_processing 2\nllamacpp:requests_deferred 1\n",
+		"vllm": `vllm:num_requests_running{model_name="m"} 3
+vllm:num_requests_waiting{model_name="m"} 4
+`,
+		"tgi": "tgi_batch_current_size 5\ntgi_queue_size 6\n",
+	}
+	want := map[string]Queue{
+		"llamacpp": {Processing: 2, Waiting: 1, Reported: true},
+		"vllm":     {Processing: 3, Waiting: 4, Reported: true},
+		"tgi":      {Processing: 5, Waiting: 6, Reported: true},
+	}
+	for eng, page := range pages {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, page) }))
+		q, err := ScrapeQueue(context.Background(), srv.Client(), srv.URL, time.Second, QueueSeriesFor(eng))
+		srv.Close()
+		if err != nil || q != want[eng] {
+			t.Errorf("%s: ScrapeQueue = %+v, %v; want %+v", eng, q, err, want[eng])
+		}
+	}
+	// An engine that exports none of the series reports nothing.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "other 1\n") }))
+	defer srv.Close()
+	if q, err := ScrapeQueue(context.Background(), srv.Client(), srv.URL, time.Second, QueueSeriesFor("triton")); err != nil || q.Reported {
+		t.Errorf("a page without queue series: %+v, %v; want Reported false", q, err)
+	}
+}
+
+func TestReadProcStat(t *testing.T) {
+	s, err := ReadProcStat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Stopped() || s.State == 0 {
+		t.Errorf("our own state = %q", s.State)
+	}
+	// comm with spaces and parentheses does not shift the fields.
+	p, err := parseProcStat([]byte("42 (a) b (c) T 1 42 42 0 -1 4194304 100 0 0 0 150 50 0 0 20 0 1 0 100 0 0\n"))
+	if err != nil || !p.Stopped() || p.CPU != 2*time.Second {
+		t.Errorf("parseProcStat = %+v, %v; want stopped with 2s of CPU", p, err)
+	}
+	if _, err := parseProcStat([]byte("garbage")); err == nil {
+		t.Error("garbage parsed")
 	}
 }
