@@ -78,6 +78,7 @@ type Daemon struct {
 	ln           net.Listener
 	ready        atomic.Bool
 	stopWD       context.CancelFunc
+	wdDone       chan struct{} // closed when the watchdog goroutine has returned
 	shutdownOnce sync.Once
 	probe        *http.Client
 	// quit is closed when the shutdown begins: event streams end, and
@@ -244,7 +245,11 @@ func (d *Daemon) Start(ln net.Listener) error {
 	d.notify.Ready()
 	wd, cancel := context.WithCancel(context.Background())
 	d.stopWD = cancel
-	go d.notify.RunWatchdog(wd, d.ping)
+	d.wdDone = make(chan struct{})
+	go func() {
+		defer close(d.wdDone)
+		d.notify.RunWatchdog(wd, d.ping)
+	}()
 	return nil
 }
 
@@ -543,6 +548,13 @@ func (d *Daemon) shutdown() {
 		}
 		_ = d.guard.Close()
 		return // never got as far as starting pools
+	}
+	// The watchdog stops before STOPPING=1: systemd ignores pings while the
+	// unit stops (TimeoutStopSec= bounds the shutdown), and a ping after it
+	// would only confuse a reader of the notifications.
+	if d.stopWD != nil {
+		d.stopWD()
+		<-d.wdDone
 	}
 	d.notify.Stopping()
 	d.log.Info("daemon.stopping", "shutdown_deadline_ms", d.cfg.ShutdownDeadline.Milliseconds())

@@ -34,6 +34,9 @@ func (n *Notifier) RunWatchdog(ctx context.Context, ping func(context.Context) e
 			n.logger.Warn("watchdog ping failed, not notifying systemd", "err", err, "timeout", interval)
 			continue
 		}
+		if ctx.Err() != nil {
+			return // stopped while pinging: no WATCHDOG=1 after the caller moved on
+		}
 		n.send("WATCHDOG=1")
 	}
 }
