@@ -17,45 +17,15 @@ import (
 
 	"github.com/pool-managerd/pool-managerd/config"
 	"github.com/pool-managerd/pool-managerd/gpu"
+	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
 
-// preflightLlama finds the real llama-server and its tiny models:
-// POOL_MANAGERD_LLAMA_SERVER (models beside it unless
-// POOL_MANAGERD_LLAMA_MODELS names a folder), else ../shared/engines/llama.cpp
-// above the repository, else /work/shared/engines/llama.cpp. It skips the
-// test, naming what is missing, when there is none.
+// preflightLlama finds the real llama-server and its tiny models
+// (testutil.FindLlama), or skips the test naming what is missing.
 func preflightLlama(t *testing.T) (bin, models string) {
 	t.Helper()
-	var tried []string
-	if b := os.Getenv("POOL_MANAGERD_LLAMA_SERVER"); b != "" {
-		tried = append(tried, b)
-	} else {
-		wd, _ := os.Getwd()
-		for dir := wd; ; dir = filepath.Dir(dir) {
-			tried = append(tried, filepath.Join(dir, "..", "shared", "engines", "llama.cpp", "llama-server"))
-			if dir == filepath.Dir(dir) {
-				break
-			}
-		}
-		tried = append(tried, "/work/shared/engines/llama.cpp/llama-server")
-	}
-	for _, b := range tried {
-		if fi, err := os.Stat(b); err == nil && fi.Mode().IsRegular() {
-			bin = filepath.Clean(b)
-			break
-		}
-	}
-	if bin == "" {
-		t.Skipf("no llama-server: set POOL_MANAGERD_LLAMA_SERVER; missing %s", tried[len(tried)-1])
-	}
-	models = filepath.Dir(bin)
-	if m := os.Getenv("POOL_MANAGERD_LLAMA_MODELS"); m != "" {
-		models = m
-	}
-	if _, err := os.Stat(filepath.Join(models, "tiny-a.gguf")); err != nil {
-		t.Skipf("no tiny model: missing %s", filepath.Join(models, "tiny-a.gguf"))
-	}
-	return bin, models
+	l := testutil.FindLlama(t)
+	return l.Server, l.Models
 }
 
 func llamaPool(id, bin, model string) config.Pool {

@@ -11,87 +11,23 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pool-managerd/pool-managerd/engine"
+	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
 
-// Where the tests find llama-server and its models; see README ("Tests
-// against a real engine").
-const (
-	llamaServerEnv = "POOL_MANAGERD_LLAMA_SERVER" // path of a llama-server binary
-	llamaModelsEnv = "POOL_MANAGERD_LLAMA_MODELS" // folder of tiny-a.gguf and tiny-b.gguf; default: beside the binary
-	llamaFallback  = "/work/shared/engines/llama.cpp"
-)
+// llama is a llama-server binary and the folder of its test models
+// (testutil.FindLlama says where they are looked for).
+type llama struct{ testutil.Llama }
 
-// llama is a llama-server binary and the folder of its test models.
-type llama struct {
-	server string
-	models string
-}
+// findLlama locates llama-server and both tiny models, or skips the test.
+func findLlama(t *testing.T) llama { return llama{testutil.FindLlama(t)} }
 
 // model is the absolute path of one of the test models.
-func (l llama) model(name string) string { return filepath.Join(l.models, name) }
-
-// findLlama locates llama-server and both tiny models, or skips the test
-// naming the file it could not find: $POOL_MANAGERD_LLAMA_SERVER when set;
-// else shared/engines/llama.cpp/llama-server beside the checkout or any
-// folder above it; else llamaFallback.
-func findLlama(t *testing.T) llama {
-	t.Helper()
-	var l llama
-	if p := os.Getenv(llamaServerEnv); p != "" {
-		if !isFile(p) {
-			t.Skipf("%s=%s: no such file", llamaServerEnv, p)
-		}
-		l.server = p
-	} else {
-		var tried []string
-		if wd, err := os.Getwd(); err == nil {
-			for d := wd; ; d = filepath.Dir(d) {
-				c := filepath.Join(filepath.Dir(d), "shared", "engines", "llama.cpp", "llama-server")
-				tried = append(tried, c)
-				if isFile(c) {
-					l.server = c
-					break
-				}
-				if filepath.Dir(d) == d {
-					break
-				}
-			}
-		}
-		if l.server == "" {
-			c := filepath.Join(llamaFallback, "llama-server")
-			tried = append(tried, c)
-			if !isFile(c) {
-				t.Skipf("no llama-server (set %s to one): none of %s exists", llamaServerEnv, strings.Join(tried, ", "))
-			}
-			l.server = c
-		}
-	}
-	if abs, err := filepath.Abs(l.server); err == nil {
-		l.server = abs
-	}
-	l.models = filepath.Dir(l.server)
-	if d := os.Getenv(llamaModelsEnv); d != "" {
-		l.models = d
-	}
-	for _, m := range []string{"tiny-a.gguf", "tiny-b.gguf"} {
-		if !isFile(l.model(m)) {
-			t.Skipf("test model %s missing (set %s to the folder holding tiny-a.gguf and tiny-b.gguf)", l.model(m), llamaModelsEnv)
-		}
-	}
-	return l
-}
-
-func isFile(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && st.Mode().IsRegular()
-}
+func (l llama) model(name string) string { return l.Model(name) }
 
 // llamaDefaults keeps the real-engine tests quick: the tiny models load in
 // about 100 ms, so short timeouts are safe. Liveness runs every second (the
@@ -111,7 +47,7 @@ pools:
 // two slots and its metrics on; args are added to its command, extra lines
 // to the entry.
 func (l llama) pool(id, model string, args []string, extra ...string) string {
-	argv := []string{l.server, "-m", "${MODEL_REF}", "--host", "${HOST}", "--port", "${PORT}",
+	argv := []string{l.Server, "-m", "${MODEL_REF}", "--host", "${HOST}", "--port", "${PORT}",
 		"-c", "256", "--parallel", "2", "--metrics"}
 	argv = append(argv, args...)
 	cmd, _ := json.Marshal(argv)
