@@ -502,7 +502,11 @@ func (d *Daemon) getEvents(w http.ResponseWriter, r *http.Request) (int, error) 
 		return 200, nil
 	}
 	if sub.Reset != "" {
-		b, _ := json.Marshal(resetEvent{Reason: sub.Reset, Message: resetMessage(sub.Reset, lastID), LastEventID: lastID})
+		echo := lastID
+		if len(echo) > 128 { // echoed back, so bounded
+			echo = echo[:128] + "..."
+		}
+		b, _ := json.Marshal(resetEvent{Reason: sub.Reset, Message: resetMessage(sub.Reset, echo), LastEventID: echo})
 		if !send("id: %s\nevent: reset\ndata: %s\n\n", actors.EventID(sub.Run, sub.Last), b) {
 			return 200, nil
 		}
