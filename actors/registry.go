@@ -21,6 +21,7 @@ type Registry struct {
 	log    *slog.Logger
 	pools  map[string]*entry
 	subs   map[chan Transition]struct{}
+	events eventLog // numbers transitions, keeps the backlog for resumes
 	sorted []string // pool ids, sorted; rebuilt on register/unregister
 }
 
@@ -98,6 +99,10 @@ func (r *Registry) Receive(ctx actor.Context) {
 		}
 	case *Subscribe:
 		r.subs[m.Ch] = struct{}{}
+	case *SubscribeEvents:
+		missed, reset := r.events.since(m.LastEventID)
+		r.subs[m.Ch] = struct{}{}
+		ctx.Respond(&SubscribeReply{Run: r.events.run, Last: r.events.seq, Missed: missed, Reset: reset})
 	case *Unsubscribe:
 		if _, ok := r.subs[m.Ch]; ok {
 			delete(r.subs, m.Ch)
@@ -145,6 +150,7 @@ func (r *Registry) update(ctx actor.Context, m *StatusUpdate) {
 		ctx.Send(e.pid, &LeasesChanged{Active: len(e.leases)})
 	}
 	for _, t := range m.Transitions {
+		t = r.events.add(t)
 		for ch := range r.subs {
 			select {
 			case ch <- t:

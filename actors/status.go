@@ -108,6 +108,9 @@ type Transition struct {
 	To     State  `json:"to"`
 	Reason string `json:"reason"`
 	AtMS   int64  `json:"at_ms"`
+	// Seq numbers the transitions the registry publishes, from 1 in each
+	// daemon run (the SSE id; 0 before the registry numbered it).
+	Seq uint64 `json:"-"`
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -438,21 +438,40 @@ const sseKeepAlive = 15 * time.Second
 // take one write (an event or a keep-alive) before it drops the client.
 const defaultEventWriteTimeout = 10 * time.Second
 
+// sseRetryMS is the reconnection delay the event stream asks clients for
+// (the SSE retry: field).
+const sseRetryMS = 1000
+
 // getEvents streams pool transitions as Server-Sent Events, in every daemon
-// state until the shutdown begins (then the stream ends). A client that
-// falls behind is disconnected: when the registry has 256 events queued for
-// it (it closes the subscription), or when one write does not reach the
-// client within the write timeout (its socket buffers are full because it
-// does not read). So a client that never reads costs at most the queue and
-// the socket buffers, for at most the timeout.
+// state until the shutdown begins (then the stream ends). Each event has an
+// id, actors.EventID: "<run>-<seq>", seq counting from 1 in each daemon
+// run. The stream opens with retry: and, for a client without
+// Last-Event-ID, a bare id: line with the latest id (no data: it only sets
+// the client's last event id). A client that reconnects with Last-Event-ID
+// gets the events it missed, from the registry's backlog of the last
+// actors.EventBacklog, then live ones, each exactly once; when they cannot
+// be replayed (the id is from another run, too old, or not an id) it gets
+// one `event: reset` instead (re-read /v1/pools), then live events.
+//
+// A client that falls behind is disconnected: when the registry has 256
+// events queued for it (it closes the subscription), or when one write does
+// not reach the client within the write timeout (its socket buffers are
+// full because it does not read). So a client that never reads costs at most
+// the queue and the socket buffers, for at most the timeout; one that comes
+// back resumes from its Last-Event-ID.
 func (d *Daemon) getEvents(w http.ResponseWriter, r *http.Request) (int, error) {
 	if _, ok := w.(http.Flusher); !ok {
 		return 0, errf("INTERNAL", "streaming unsupported")
 	}
 	rc := http.NewResponseController(w)
 	ch := make(chan actors.Transition, 256)
-	d.sys.Root.Send(d.reg, &actors.Subscribe{Ch: ch})
-	defer d.sys.Root.Send(d.reg, &actors.Unsubscribe{Ch: ch})
+	lastID := r.Header.Get("Last-Event-ID")
+	defer d.sys.Root.Send(d.reg, &actors.Unsubscribe{Ch: ch}) // also when the ask below fails after the registry took it
+	res, err := d.ask(r.Context(), d.reg, &actors.SubscribeEvents{Ch: ch, LastEventID: lastID})
+	if err != nil {
+		return 0, err
+	}
+	sub := res.(*actors.SubscribeReply)
 	d.streams.Add(1)
 	defer d.streams.Add(-1)
 	timeout := d.opts.EventWriteTimeout
@@ -468,11 +487,34 @@ func (d *Daemon) getEvents(w http.ResponseWriter, r *http.Request) (int, error) 
 		}
 		return rc.Flush() == nil
 	}
+	event := func(t actors.Transition) bool {
+		b, _ := json.Marshal(t)
+		return send("id: %s\nevent: pool_state\ndata: %s\n\n", actors.EventID(sub.Run, t.Seq), b)
+	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(200)
-	if !send(": pool-managerd events\n\n") {
+	head := fmt.Sprintf(": pool-managerd events\nretry: %d\n", sseRetryMS)
+	if lastID == "" {
+		head += "id: " + actors.EventID(sub.Run, sub.Last) + "\n"
+	}
+	if !send("%s\n", head) {
 		return 200, nil
+	}
+	if sub.Reset != "" {
+		echo := lastID
+		if len(echo) > 128 { // echoed back, so bounded
+			echo = echo[:128] + "..."
+		}
+		b, _ := json.Marshal(resetEvent{Reason: sub.Reset, Message: resetMessage(sub.Reset, echo), LastEventID: echo})
+		if !send("id: %s\nevent: reset\ndata: %s\n\n", actors.EventID(sub.Run, sub.Last), b) {
+			return 200, nil
+		}
+	}
+	for _, t := range sub.Missed {
+		if !event(t) {
+			return 200, nil
+		}
 	}
 	ka := time.NewTicker(sseKeepAlive)
 	defer ka.Stop()
@@ -487,13 +529,32 @@ func (d *Daemon) getEvents(w http.ResponseWriter, r *http.Request) (int, error) 
 				return 200, nil
 			}
 		case t, ok := <-ch:
-			if !ok { // fell behind: the client reconnects and re-reads /v1/pools
+			if !ok { // fell behind: the client reconnects with its Last-Event-ID
 				return 200, nil
 			}
-			b, _ := json.Marshal(t)
-			if !send("event: pool_state\ndata: %s\n\n", b) {
+			if !event(t) {
 				return 200, nil
 			}
 		}
+	}
+}
+
+// resetEvent is the data of an `event: reset`: the events after the
+// client's Last-Event-ID cannot be replayed, so it must re-read /v1/pools.
+type resetEvent struct {
+	Reason      string `json:"reason"` // other_run, expired or unknown
+	Message     string `json:"message"`
+	LastEventID string `json:"last_event_id"`
+}
+
+func resetMessage(reason, lastID string) string {
+	const reread = "; re-read GET /v1/pools, then follow the events from here"
+	switch reason {
+	case actors.ResetOtherRun:
+		return fmt.Sprintf("Last-Event-ID %q is from another run of the daemon (it restarted)%s", lastID, reread)
+	case actors.ResetExpired:
+		return fmt.Sprintf("the events after Last-Event-ID %q are no longer kept (the daemon keeps the last %d)%s", lastID, actors.EventBacklog, reread)
+	default:
+		return fmt.Sprintf("Last-Event-ID %q is not an event id of this daemon%s", lastID, reread)
 	}
 }

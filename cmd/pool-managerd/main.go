@@ -24,6 +24,7 @@ import (
 	"github.com/pool-managerd/pool-managerd/engine"
 	"github.com/pool-managerd/pool-managerd/engine/sim"
 	"github.com/pool-managerd/pool-managerd/supervisor"
+	"github.com/pool-managerd/pool-managerd/supervisor/sdnotify"
 )
 
 // Exit codes (CONTRACT §1).
@@ -205,7 +206,8 @@ func serve(load func() (*config.Config, error), stdout, stderr io.Writer) int {
 	if err != nil {
 		self, _ = filepath.Abs(os.Args[0])
 	}
-	opts := supervisor.Options{Config: cfg, Logger: logger, SelfExe: self, Token: token}
+	notify := sdnotify.New(logger) // the daemon's READY=1 and watchdog, and the signal loop's reloads
+	opts := supervisor.Options{Config: cfg, Logger: logger, SelfExe: self, Token: token, Notifier: notify}
 	if needsWriteToken(cfg, token) {
 		if opts.WriteToken, opts.WriteTokenFile, err = generateWriteToken(writeTokenDir()); err != nil {
 			fmt.Fprintf(stderr, "pool-managerd: %v\n", err)
@@ -228,7 +230,7 @@ func serve(load func() (*config.Config, error), stdout, stderr io.Writer) int {
 		d.Shutdown()
 		return exitFatal
 	}
-	sig := awaitStop(sigs, load, func(next *config.Config) { d.Reconfigure(next) }, logger, reloadTimeout)
+	sig := awaitStop(sigs, load, func(next *config.Config) { d.Reconfigure(next) }, notify, logger, reloadTimeout)
 	logger.Info("daemon.signal", "signal", engine.SignalName(sig.(syscall.Signal)))
 	go func() { // another SIGTERM/SIGINT hurries the shutdown: drains stop waiting for leases
 		for s := range sigs {
@@ -254,8 +256,16 @@ const reloadTimeout = 10 * time.Second
 // the current one ends, however many came. apply runs here, between
 // signals, with each config read without error (Reconfigure only asks actors,
 // which answer at once or within their ask timeout).
+//
+// systemd hears of each reload (notify may be nil): RELOADING=1 with
+// MONOTONIC_USEC when a SIGHUP starts a read, READY=1 once the reload is
+// over: the new config applied, or the running one kept because the new one
+// is invalid or its read timed out. SIGHUPs merged into one more read stay
+// inside the same RELOADING=1 ... READY=1 bracket, so READY=1 comes only once
+// the last of them is done. A SIGTERM during a reload sends nothing more
+// (the shutdown's STOPPING=1 follows).
 func awaitStop(sigs <-chan os.Signal, load func() (*config.Config, error), apply func(*config.Config),
-	logger *slog.Logger, timeout time.Duration) os.Signal {
+	notify *sdnotify.Notifier, logger *slog.Logger, timeout time.Duration) os.Signal {
 	type result struct {
 		cfg *config.Config
 		err error
@@ -282,7 +292,9 @@ func awaitStop(sigs <-chan os.Signal, load func() (*config.Config, error), apply
 		if again {
 			again = false
 			startRead()
+			return
 		}
+		notify.Ready() // the reload is over, applied or refused
 	}
 	for {
 		select {
@@ -298,6 +310,7 @@ func awaitStop(sigs <-chan os.Signal, load func() (*config.Config, error), apply
 				logger.Info("config.reload_queued", "detail", "a config read is in flight; the file is read once more after it")
 				continue
 			}
+			notify.Reloading()
 			startRead()
 		case res := <-reading:
 			if res.err != nil {

@@ -50,7 +50,7 @@ func TestSignalLoopAnswersDuringBlockedReload(t *testing.T) {
 	logs := &testutil.SyncBuffer{}
 	out := make(chan os.Signal, 1)
 	go func() {
-		out <- awaitStop(sigs, bl.load, func(*config.Config) { applied.Add(1) },
+		out <- awaitStop(sigs, bl.load, func(*config.Config) { applied.Add(1) }, nil,
 			slog.New(slog.NewJSONHandler(logs, nil)), time.Hour)
 	}()
 	sigs <- syscall.SIGHUP
@@ -92,7 +92,7 @@ func TestSignalLoopAbandonsSlowRead(t *testing.T) {
 	logs := &testutil.SyncBuffer{}
 	out := make(chan os.Signal, 1)
 	go func() {
-		out <- awaitStop(sigs, bl.load, func(*config.Config) { t.Error("a config was applied") },
+		out <- awaitStop(sigs, bl.load, func(*config.Config) { t.Error("a config was applied") }, nil,
 			slog.New(slog.NewJSONHandler(logs, nil)), 50*time.Millisecond)
 	}()
 	sigs <- syscall.SIGHUP

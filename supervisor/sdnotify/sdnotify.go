@@ -20,7 +20,8 @@ import (
 )
 
 // Notifier sends state datagrams to systemd. Its methods are safe for
-// concurrent use and on a Notifier built without NOTIFY_SOCKET.
+// concurrent use, on a Notifier built without NOTIFY_SOCKET, and on a nil
+// *Notifier (all no-ops).
 type Notifier struct {
 	logger    *slog.Logger
 	addr      *net.UnixAddr // nil: not under systemd, every method is a no-op
@@ -73,10 +74,15 @@ func realTicker(d time.Duration) (<-chan time.Time, func()) {
 }
 
 // Enabled reports whether the daemon runs under a notify socket.
-func (n *Notifier) Enabled() bool { return n.addr != nil }
+func (n *Notifier) Enabled() bool { return n != nil && n.addr != nil }
 
 // WatchdogInterval is WATCHDOG_USEC, or 0 when systemd expects no pings.
-func (n *Notifier) WatchdogInterval() time.Duration { return n.watchdog }
+func (n *Notifier) WatchdogInterval() time.Duration {
+	if n == nil {
+		return 0
+	}
+	return n.watchdog
+}
 
 // Ready tells systemd that start-up is done (the API listens). It also ends
 // a reload announced with Reloading.
@@ -88,8 +94,13 @@ func (n *Notifier) ReadyAgain() { n.Ready() }
 // Stopping tells systemd that shutdown (pool drain) has begun.
 func (n *Notifier) Stopping() { n.send(daemon.SdNotifyStopping) }
 
-// Reloading tells systemd that a config reload has begun; call Ready when it
-// is done. systemd ≥ 253 wants MONOTONIC_USEC next to RELOADING=1.
+// Reloading tells systemd that a config reload (SIGHUP) has begun; call
+// Ready when it is done, applied or refused. It is one datagram,
+// "RELOADING=1\nMONOTONIC_USEC=<CLOCK_MONOTONIC now, in µs>": with
+// Type=notify-reload (systemd ≥ 253) systemd sends the SIGHUP itself and
+// waits for RELOADING=1 then READY=1; MONOTONIC_USEC, taken as the datagram
+// is built, lets it tell this reload's answer from an earlier one's
+// (sd_notify(3)). Older systemd ignores the field.
 func (n *Notifier) Reloading() {
 	n.send(daemon.SdNotifyReloading + "\n" + strings.TrimSuffix(daemon.SdNotifyMonotonicUsec(), "\n"))
 }
@@ -100,7 +111,7 @@ func (n *Notifier) Reloading() {
 // newline would start a new assignment, and a pool's last_error must never
 // be able to smuggle in READY=1 or WATCHDOG=1.
 func (n *Notifier) Status(line string) {
-	if n.addr == nil {
+	if n == nil || n.addr == nil {
 		return
 	}
 	line = strings.NewReplacer("\r", " ", "\n", " ").Replace(line)
@@ -115,7 +126,7 @@ func (n *Notifier) Status(line string) {
 }
 
 func (n *Notifier) send(state string) {
-	if n.addr == nil {
+	if n == nil || n.addr == nil {
 		return
 	}
 	n.mu.Lock()

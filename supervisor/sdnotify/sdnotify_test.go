@@ -194,17 +194,25 @@ func TestStatusNewlinesCannotInject(t *testing.T) {
 func TestReloading(t *testing.T) {
 	conn := listen(t, "")
 	n := New(nil)
+	before := testutil.MonotonicUsec(t)
 	n.Reloading()
-	got := recv(t, conn, 5*time.Second)
-	lines := strings.Split(got, "\n")
-	if len(lines) != 2 || lines[0] != "RELOADING=1" || !strings.HasPrefix(lines[1], "MONOTONIC_USEC=") {
-		t.Fatalf("got %q, want RELOADING=1 and MONOTONIC_USEC", got)
-	}
-	if _, err := strconv.ParseUint(strings.TrimPrefix(lines[1], "MONOTONIC_USEC="), 10, 64); err != nil {
-		t.Fatalf("MONOTONIC_USEC: %v", err)
-	}
+	after := testutil.MonotonicUsec(t)
+	testutil.ParseReloading(t, recv(t, conn, 5*time.Second), before, after)
 	n.ReadyAgain()
 	expect(t, conn, "READY=1")
+}
+
+// A nil *Notifier is a silent one, so callers need not check.
+func TestNilNotifierIsNoop(t *testing.T) {
+	var n *Notifier
+	n.Ready()
+	n.Reloading()
+	n.Status("x")
+	n.Stopping()
+	n.RunWatchdog(context.Background(), func(context.Context) error { t.Error("ping called"); return nil })
+	if n.Enabled() || n.WatchdogInterval() != 0 {
+		t.Fatal("a nil Notifier claims to be enabled")
+	}
 }
 
 func TestAbstractSocket(t *testing.T) {

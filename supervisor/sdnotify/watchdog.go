@@ -15,7 +15,7 @@ import (
 // It returns at once when the watchdog is off (no socket, no WATCHDOG_USEC,
 // or WATCHDOG_PID names another process). Run it in its own goroutine.
 func (n *Notifier) RunWatchdog(ctx context.Context, ping func(context.Context) error) {
-	if n.addr == nil || n.watchdog <= 0 {
+	if n == nil || n.addr == nil || n.watchdog <= 0 {
 		return
 	}
 	interval := n.watchdog / 2
