@@ -3,7 +3,7 @@
 // model every query uses, and the owner of leases), the restart policy, and
 // the messages between them. It knows nothing of HTTP.
 //
-// Pool states (CONTRACT §3):
+// Pool states (docs/contract.md §3):
 //
 //	           start / config add
 //	stopped ───────────────────────► preload ──(readiness 200)──► ready

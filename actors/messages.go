@@ -10,7 +10,7 @@ import (
 	"github.com/pool-managerd/pool-managerd/gpu"
 )
 
-// Error codes shared by actors and the API (CONTRACT §4). actors knows no HTTP:
+// Error codes shared by actors and the API (docs/contract.md §4). actors knows no HTTP:
 // the supervisor maps codes to status codes.
 const (
 	CodeInvalidParams    = "INVALID_PARAMS"

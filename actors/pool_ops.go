@@ -46,7 +46,7 @@ func (a *pool) handleDrain(m *Drain) *CommandReply {
 	}
 	a.beginDrain(deadline, reason, nil)
 	// "draining" even when there was nothing to wait for and the pool is
-	// already stopped: the drain was accepted and has run (CONTRACT §4).
+	// already stopped: the drain was accepted and has run (docs/contract.md §4).
 	return &CommandReply{State: StateDraining, Changed: true}
 }
 
@@ -274,7 +274,7 @@ func (a *pool) handleReload(m *Reload) *CommandReply {
 	if deadline < 0 {
 		deadline = a.cfg.DrainDeadline
 	}
-	if a.st.State == StateFailed { // CONTRACT §3: a reload leaves failed with a closed breaker
+	if a.st.State == StateFailed { // docs/contract.md §3: a reload leaves failed with a closed breaker
 		a.policy.Reset()
 		a.st.ConsecutiveFailures = 0
 	}

@@ -144,7 +144,7 @@ func (r *Registry) update(ctx actor.Context, m *StatusUpdate) {
 		if n := len(e.leases); n > 0 {
 			r.log.Info("leases.dropped", "pool_id", m.Status.PoolID, "count", n, "state", string(s))
 		}
-		r.dropLeases(e) // CONTRACT §3: when a pool stops, its leases are dropped
+		r.dropLeases(e) // docs/contract.md §3: when a pool stops, its leases are dropped
 	}
 	if m.Status.State == StateDraining {
 		ctx.Send(e.pid, &LeasesChanged{Active: len(e.leases)})

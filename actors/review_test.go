@@ -31,7 +31,7 @@ func TestStartDuringReloadLeavesReloadAlone(t *testing.T) {
 	}
 }
 
-// A reload out of failed closes the breaker (CONTRACT §3).
+// A reload out of failed closes the breaker (docs/contract.md §3).
 func TestReloadFromFailedResetsBreaker(t *testing.T) {
 	h := newHarness(t, nil)
 	bad := simPool("p1", "--exit-immediately")

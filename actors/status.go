@@ -38,7 +38,7 @@ type ReloadInfo struct {
 	Error      string `json:"error,omitempty"`
 }
 
-// PoolStatus is the read model of one pool (CONTRACT §4). The pool actor is
+// PoolStatus is the read model of one pool (docs/contract.md §4). The pool actor is
 // its only writer; the registry stores copies and adds the lease count.
 // Pointer fields are JSON null when unknown, never omitted.
 type PoolStatus struct {
@@ -83,7 +83,7 @@ type EngineMetric struct {
 }
 
 // MarshalJSON writes engine_version as null when the config gives none
-// (CONTRACT §4: unknown fields are null, never omitted or empty).
+// (docs/contract.md §4: unknown fields are null, never omitted or empty).
 func (s PoolStatus) MarshalJSON() ([]byte, error) {
 	type plain PoolStatus // no methods: no recursion
 	out := struct {

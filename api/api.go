@@ -1,5 +1,5 @@
 // Package api holds the OpenAPI description of pool-managerd's HTTP API
-// (CONTRACT §4). It is embedded so that tests and tools read the very file
+// (docs/contract.md §4). It is embedded so that tests and tools read the very file
 // operators are given, and Routes lets the daemon's tests check that its
 // handlers and this description list the same endpoints.
 package api

@@ -12,7 +12,7 @@ import (
 	"github.com/pool-managerd/pool-managerd/actors"
 )
 
-// contractRoutes is CONTRACT §4's table.
+// contractRoutes is docs/contract.md §4's table.
 var contractRoutes = []string{
 	"GET /healthz", "GET /readyz", "GET /metrics",
 	"GET /v1/pools", "GET /v1/pools/{id}", "GET /v1/pools/{id}/health",
@@ -21,7 +21,7 @@ var contractRoutes = []string{
 	"POST /v1/placement", "GET /v1/events", "GET /v1/pools/{id}/logs",
 }
 
-// unauthenticated are the routes CONTRACT §4 exempts from the token.
+// unauthenticated are the routes docs/contract.md §4 exempts from the token.
 var unauthenticated = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true}
 
 var errorCodes = []string{"INVALID_PARAMS", "UNAUTHORIZED", "POOL_NOT_FOUND", "LEASE_NOT_FOUND",
@@ -223,7 +223,7 @@ func TestRequestBodiesAreStrict(t *testing.T) {
 
 // nullableByMarshalJSON are fields whose Go type is not a pointer but that
 // marshal to null anyway, through a MarshalJSON of their struct (an empty
-// engine_version is unknown, so null: CONTRACT §4).
+// engine_version is unknown, so null: docs/contract.md §4).
 var nullableByMarshalJSON = map[string]bool{"PoolStatus.engine_version": true}
 
 // TestSchemasMatchGoTypes keeps the documented JSON in step with the types

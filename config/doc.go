@@ -1,5 +1,5 @@
 // Package config reads and validates pool-managerd's YAML configuration
-// (CONTRACT §2). Decoding is strict: an unknown key is an error naming the key
+// (docs/contract.md §2). Decoding is strict: an unknown key is an error naming the key
 // and its line, and every problem in a file is reported at once as an
 // [*Errors], one "file:line: key: message" per line.
 //

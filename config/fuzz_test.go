@@ -142,7 +142,7 @@ func checkErrors(t *testing.T, data []byte, err error) {
 }
 
 var (
-	idRE       = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`) // CONTRACT §2
+	idRE       = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`) // docs/contract.md §2
 	envNameRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	driverRE   = regexp.MustCompile(`^[0-9]+(\.[0-9]+)*$`)
 	logFormats = []string{"auto", "json", "text"}

@@ -31,7 +31,7 @@ func CheckListen(addr string) error {
 }
 
 // IsLoopback reports whether a listen address is reachable only from this
-// host (a unix socket, localhost or a loopback IP). CONTRACT §2 requires a
+// host (a unix socket, localhost or a loopback IP). docs/contract.md §2 requires a
 // token when it is not; an empty host means every interface, so false.
 func IsLoopback(addr string) bool {
 	if strings.HasPrefix(addr, "unix:") {

@@ -31,7 +31,7 @@ type client struct {
 	hc      *http.Client
 }
 
-// apiError is CONTRACT §4's error body, plus what poolctl knows of the request.
+// apiError is docs/contract.md §4's error body, plus what poolctl knows of the request.
 type apiError struct {
 	Status        int    `json:"-"`
 	Code          string `json:"code"`

@@ -22,7 +22,7 @@ var now = time.Now
 // lastErrorWidth keeps `list` rows on one terminal line.
 const lastErrorWidth = 48
 
-// pool is the part of PoolStatus (CONTRACT §4) that poolctl renders itself.
+// pool is the part of PoolStatus (docs/contract.md §4) that poolctl renders itself.
 type pool struct {
 	PoolID        string  `json:"pool_id"`
 	State         string  `json:"state"`

@@ -1,4 +1,4 @@
-// Package ctl is the operator CLI over pool-managerd's HTTP API (CONTRACT §4),
+// Package ctl is the operator CLI over pool-managerd's HTTP API (docs/contract.md §4),
 // shipped as `poolctl` and as `pool-managerd ctl`. It knows the API only by its
 // JSON, never by the daemon's Go types, so it stays a thin, dependency-free client.
 //

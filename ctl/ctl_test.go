@@ -23,7 +23,7 @@ type request struct {
 	Body                                     map[string]any
 }
 
-// fake emulates the daemon's answers (CONTRACT §4) per "METHOD /path" and
+// fake emulates the daemon's answers (docs/contract.md §4) per "METHOD /path" and
 // records every request.
 type fake struct {
 	mu     sync.Mutex

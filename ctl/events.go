@@ -88,7 +88,7 @@ func scanSSELines(data []byte, atEOF bool) (int, []byte, error) {
 	return 0, nil, nil
 }
 
-// transition is a pool_state event's data (CONTRACT §4).
+// transition is a pool_state event's data (docs/contract.md §4).
 type transition struct {
 	PoolID string `json:"pool_id"`
 	From   string `json:"from"`

@@ -41,7 +41,7 @@ const (
 	newWork               // token, and refused once the shutdown has begun: it would start engines or hand out work
 )
 
-// apiError is an error answered as CONTRACT §4's JSON error.
+// apiError is an error answered as docs/contract.md §4's JSON error.
 type apiError struct {
 	status     int
 	Code       string `json:"code"`

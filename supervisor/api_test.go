@@ -32,7 +32,7 @@ func TestAPIReadEndpoints(t *testing.T) {
 	if code != 200 || len(pools) != 2 || pools[0].(map[string]any)["pool_id"] != "a" {
 		t.Fatalf("pools not sorted by id: %v", body["_raw"])
 	}
-	// Every PoolStatus field of CONTRACT §4 is present (null when unknown).
+	// Every PoolStatus field of docs/contract.md §4 is present (null when unknown).
 	for _, f := range []string{"pool_id", "state", "live", "ready", "draining", "engine", "engine_version", "model_ref",
 		"pid", "url", "active_leases", "slots", "restart_count", "starts", "consecutive_failures", "last_error",
 		"last_heartbeat_ms", "state_since_ms", "next_restart_at_ms", "devices", "last_drain", "last_reload"} {

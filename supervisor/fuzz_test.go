@@ -6,9 +6,9 @@
 //	go test -run='^$' -fuzz='^FuzzRequestBody$' -fuzztime=20s ./supervisor
 //
 // Invariants: no panic and no 500; the only 5xx is 503 POOL_UNAVAILABLE
-// (placement with nothing to place on, CONTRACT §4); a 2xx is the route's
+// (placement with nothing to place on, docs/contract.md §4); a 2xx is the route's
 // documented success code with a JSON object; every other answer is
-// CONTRACT §4's JSON error, whose code is in the list and matches the status.
+// docs/contract.md §4's JSON error, whose code is in the list and matches the status.
 
 package supervisor
 
@@ -53,7 +53,7 @@ var fuzzRoutes = []fuzzRoute{
 	{"POST", "/v1/pools/fz/drain", []int{202}},
 }
 
-// contractStatus is CONTRACT §4's code list, written out again so that the
+// contractStatus is docs/contract.md §4's code list, written out again so that the
 // test does not trust the table it checks.
 var contractStatus = map[string]int{
 	"INVALID_PARAMS": 400, "UNAUTHORIZED": 401, "POOL_NOT_FOUND": 404, "LEASE_NOT_FOUND": 404,
@@ -62,7 +62,7 @@ var contractStatus = map[string]int{
 	"METHOD_NOT_ALLOWED": 405, "INTERNAL": 500,
 }
 
-// fuzzSeeds are the CONTRACT §4 examples and a set of broken bodies; each
+// fuzzSeeds are the docs/contract.md §4 examples and a set of broken bodies; each
 // is tried on every route.
 var fuzzSeeds = []string{
 	"", "{}", "null", " \n",

@@ -70,7 +70,7 @@ func (d *Daemon) getPool(w http.ResponseWriter, r *http.Request) (int, error) {
 	return 200, nil
 }
 
-// Health is GET /v1/pools/{id}/health (CONTRACT §4).
+// Health is GET /v1/pools/{id}/health (docs/contract.md §4).
 type Health struct {
 	Live          bool          `json:"live"`
 	Ready         bool          `json:"ready"`
@@ -81,7 +81,7 @@ type Health struct {
 	Metrics       HealthMetrics `json:"metrics"`
 }
 
-// nullable is s, or nil (JSON null) when s is empty: CONTRACT §4's
+// nullable is s, or nil (JSON null) when s is empty: docs/contract.md §4's
 // unknown values are null.
 func nullable(s string) *string {
 	if s == "" {

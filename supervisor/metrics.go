@@ -10,7 +10,7 @@ import (
 	"github.com/pool-managerd/pool-managerd/actors"
 )
 
-// Metrics holds pool-managerd's Prometheus metrics (CONTRACT §6). Counters
+// Metrics holds pool-managerd's Prometheus metrics (docs/contract.md §6). Counters
 // and histograms are fed by pool actors through actors.Observer; gauges that
 // describe current state are read from the registry actor at scrape time, so
 // they can never drift from what the API shows. Label sets are bounded: pool

@@ -376,7 +376,7 @@ func TestReloadMessage(t *testing.T) {
 	}
 }
 
-// Unknown values are null (CONTRACT §4): a pool without engine_version says
+// Unknown values are null (docs/contract.md §4): a pool without engine_version says
 // null in its health and in a reload's 200 answer.
 func TestEmptyEngineVersionIsNull(t *testing.T) {
 	p := simPool("a")

@@ -1,5 +1,5 @@
 // End-to-end tests: the real binary, its flags, signals, pid records and
-// guardrails (CONTRACT §1, §3, §5).
+// guardrails (docs/contract.md §1, §3, §5).
 
 package main
 

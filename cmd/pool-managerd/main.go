@@ -1,6 +1,6 @@
 // Command pool-managerd keeps LLM inference engines alive on one GPU host and
 // tells the orchestrator which of them can take work. See README.md and
-// ../shared/CONTRACT.md for flags, config, API and signals.
+// docs/contract.md for flags, config, API and signals.
 package main
 
 import (
@@ -27,7 +27,7 @@ import (
 	"github.com/pool-managerd/pool-managerd/supervisor/sdnotify"
 )
 
-// Exit codes (CONTRACT §1).
+// Exit codes (docs/contract.md §1).
 const (
 	exitOK      = 0
 	exitFatal   = 1

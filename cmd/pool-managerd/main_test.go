@@ -292,7 +292,7 @@ func (d *daemon) stop() {
 
 // ---- the API ----
 
-// poolStatus is the part of CONTRACT §4's PoolStatus these tests read.
+// poolStatus is the part of docs/contract.md §4's PoolStatus these tests read.
 type poolStatus struct {
 	PoolID       string  `json:"pool_id"`
 	State        string  `json:"state"`

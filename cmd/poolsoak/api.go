@@ -1,4 +1,4 @@
-// The soak's HTTP client: every answer is checked against CONTRACT §4 and
+// The soak's HTTP client: every answer is checked against docs/contract.md §4 and
 // counted by route and code for the report.
 
 package main
@@ -29,7 +29,7 @@ const (
 	waitTimeout    = 30 * time.Second
 )
 
-// contractStatus is CONTRACT §4's error codes and their HTTP status.
+// contractStatus is docs/contract.md §4's error codes and their HTTP status.
 var contractStatus = map[string]int{
 	"INVALID_PARAMS": 400, "UNAUTHORIZED": 401, "POOL_NOT_FOUND": 404, "LEASE_NOT_FOUND": 404,
 	"POOL_UNREADY": 409, "POOL_DRAINING": 409, "POOL_BUSY": 409, "RELOAD_IN_PROGRESS": 409,
@@ -79,7 +79,7 @@ func routeOf(method, path string) string {
 
 // call does one request. A transport error is returned (and is a soak
 // failure unless the daemon is down on purpose); any answer is checked:
-// a 2xx must be in ok, anything else must be a CONTRACT §4 error whose code
+// a 2xx must be in ok, anything else must be a docs/contract.md §4 error whose code
 // matches its status, and the only 5xx allowed is 503 POOL_UNAVAILABLE.
 func (a *api) call(ctx context.Context, method, path string, body any, ok ...int) (answer, error) {
 	timeout := requestTimeout
@@ -132,7 +132,7 @@ func (a *api) check(route string, an answer, raw []byte, ok []int, starting bool
 			a.fail("%s: success %d, want one of %v: %s", route, s, ok, raw)
 		}
 	case contractStatus[an.code] != s:
-		a.fail("%s: %d is not a CONTRACT §4 error (code %q): %s", route, s, an.code, raw)
+		a.fail("%s: %d is not a docs/contract.md §4 error (code %q): %s", route, s, an.code, raw)
 	case s >= 500 && an.code != "POOL_UNAVAILABLE":
 		a.fail("%s: server error: %s", route, raw)
 	case an.code == "POOL_NOT_FOUND" && !strings.HasPrefix(route, "POST /v1/placement") && starting:

@@ -35,7 +35,7 @@ type sample struct {
 // after the daemon's SIGTERM exit.
 func (s *soak) final(ctx context.Context, base sample) {
 	s.mu.Lock()
-	detail := "every answer per CONTRACT §4, no lease lost, no negative count"
+	detail := "every answer per docs/contract.md §4, no lease lost, no negative count"
 	if n := len(s.failures); n > 0 {
 		detail = fmt.Sprintf("%d problem(s), listed below", n)
 	}

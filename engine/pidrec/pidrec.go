@@ -1,6 +1,6 @@
 // Package pidrec keeps one small JSON record per running engine in state_dir
 // so that a daemon killed with SIGKILL can, at its next start, kill the
-// engines it left behind (CONTRACT §5). Pdeathsig covers most crashes; the
+// engines it left behind (docs/contract.md §5). Pdeathsig covers most crashes; the
 // records cover what it misses (an engine that cleared or outlived its death
 // signal, for instance after exec'ing a setuid binary) and take the engine's
 // whole process group with it.

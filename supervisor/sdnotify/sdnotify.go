@@ -1,7 +1,7 @@
 // Package sdnotify speaks systemd's sd_notify protocol for a Type=notify
 // service: READY=1 once the API listens, STATUS= with a pool summary,
 // STOPPING=1 on shutdown, and WATCHDOG=1 only while the actor system answers
-// (CONTRACT §5). Without NOTIFY_SOCKET every method is a no-op, so the daemon
+// (docs/contract.md §5). Without NOTIFY_SOCKET every method is a no-op, so the daemon
 // runs the same way outside systemd.
 //
 // The environment is read once, in New, and left alone: the engine package
