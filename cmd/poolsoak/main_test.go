@@ -66,14 +66,10 @@ func TestSoakDetectsPlanted(t *testing.T) {
 // TestSoakAdversary runs the soak with escaping engines (-plant-escapes)
 // and hostile API callers (-hostile-api): it must pass, leftovers 0 and no
 // hostile request running code, once every engine is contained (a cgroup,
-// or the marker kill after every stop) and API input is data. Until both
-// are in it is opt-in: POOLSOAK_ADVERSARY=1 go test -run TestSoakAdversary.
+// or the marker kill after every stop) and API input is data.
 func TestSoakAdversary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("soak: skipped with -short")
-	}
-	if os.Getenv("POOLSOAK_ADVERSARY") != "1" {
-		t.Skip("set POOLSOAK_ADVERSARY=1 (needs engine containment and API input checks)")
 	}
 	out, code := runSoak(t, "-duration", "15s", "-pools", "6", "-seed", "3", "-plant-escapes", "-hostile-api")
 	if code != exitPass || !strings.Contains(out, "alive after the daemon stopped (setsid 0, setpgid 0, double-fork 0)") {
