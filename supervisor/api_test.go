@@ -269,8 +269,12 @@ func TestMetricsMoveAfterCrash(t *testing.T) {
 	td := startDaemon(t, "", simPool("a"))
 	st := td.waitState("a", actors.StateReady)
 	_ = syscall.Kill(int(st["pid"].(float64)), syscall.SIGKILL)
-	td.waitState("a", actors.StateBackoff)
-	td.waitState("a", actors.StateReady)
+	// The backoff lasts 10 ms: wait for its outcome (ready again after one
+	// restart), not for the backoff state itself, which a poll can miss.
+	td.eventually("a restarted once and ready again", func() bool {
+		_, st := td.call("GET", "/v1/pools/a", nil)
+		return st["state"] == string(actors.StateReady) && st["restart_count"] == float64(1)
+	})
 	_, body := td.call("GET", "/metrics", nil)
 	text := body["_raw"].(string)
 	for _, want := range []string{
