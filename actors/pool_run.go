@@ -118,24 +118,60 @@ func (a *pool) spawn(cfg config.Pool, devs []gpu.Device) (*engine.Process, strin
 // pollReadiness probes until the engine answers 2xx, the engine exits or the
 // attempt is abandoned. Each change of answer counts as activity for the
 // stall timeout.
+//
+// Besides the poll (readinessPoll), a line the engine prints triggers a
+// probe at once (engines print "model loaded", "listening", "Application
+// startup complete" as they become ready), so the poll period is not the
+// detection lag. Such output probes are bounded: at most one per
+// outputProbeGap since the last probe began, output within probeEchoWindow
+// of a probe's end (or during it) is taken for the engine logging that
+// probe and ignored, and a token bucket (outputProbeBurst, outputProbeRate)
+// caps them for an engine that prints all the time. While the engine
+// answers 404 or 405 output triggers nothing.
 func (a *pool) pollReadiness(ctx context.Context, gen uint64, proc *engine.Process, url string, timeout time.Duration) {
+	poll := a.d.readinessPoll
+	if poll == nil {
+		poll = readinessPoll
+	}
+	a.pollReadinessWith(ctx, gen, proc, url, timeout, poll)
+}
+
+// Output-triggered readiness probes (see pollReadiness).
+const (
+	outputProbeGap   = 5 * time.Millisecond // at most one output probe per gap since the last probe began
+	probeEchoWindow  = 2 * time.Millisecond // output this soon after a probe ends is its access-log line
+	outputProbeBurst = 20                   // output probes allowed at once...
+	outputProbeRate  = 10                   // ...and per second, sustained
+)
+
+// pollReadinessWith is pollReadiness with the poll schedule as a parameter.
+func (a *pool) pollReadinessWith(ctx context.Context, gen uint64, proc *engine.Process, url string, timeout time.Duration, poll func(sinceSpawn time.Duration) time.Duration) {
+	client := a.d.ReadinessClient
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	<-timer.C
 	last := -1
 	notFoundLogged := false
+	tokens, refilled := float64(outputProbeBurst), time.Now()
 	for {
-		r := engine.Probe(ctx, a.d.ProbeClient, url, timeout)
+		began := time.Now()
+		r := engine.Probe(ctx, client, url, timeout)
+		ended := time.Now()
 		a.d.Observer.Probe(a.id, "readiness", r.Duration)
 		if r.Status != last {
 			last = r.Status
-			a.activity.Store(time.Now().UnixNano())
+			a.activity.Store(ended.UnixNano())
 		}
 		if r.OK() {
 			a.root.Send(a.self, &probeReady{gen: gen})
 			return
 		}
-		wait := readinessPoll(time.Since(proc.StartedAt()))
+		select { // output printed during the probe: its own access-log line, most likely
+		case <-proc.Output():
+		default:
+		}
+		wait := poll(ended.Sub(proc.StartedAt()))
+		output := proc.Output()
 		if r.Err == nil && (r.Status == http.StatusNotFound || r.Status == http.StatusMethodNotAllowed) {
 			// The server is up and says the path does not exist: that rarely
 			// changes, so say what to configure (once) and stop hammering it.
@@ -145,14 +181,39 @@ func (a *pool) pollReadiness(ctx context.Context, gen uint64, proc *engine.Proce
 					"detail", "the engine answers but has no such path; set the pool's readiness: {path: ...} (and liveness:) to a path it serves")
 			}
 			wait = notFoundPoll
+			output = nil // it logs our probes: output must not bring them back
 		}
 		timer.Reset(wait)
-		select {
-		case <-ctx.Done():
-			return
-		case <-proc.Done():
-			return
-		case <-timer.C:
+	waiting:
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-proc.Done():
+				return
+			case <-timer.C:
+				break waiting
+			case <-output:
+				now := time.Now()
+				if now.Sub(ended) < probeEchoWindow {
+					continue
+				}
+				tokens = min(outputProbeBurst, tokens+now.Sub(refilled).Seconds()*outputProbeRate)
+				refilled = now
+				if tokens < 1 {
+					continue
+				}
+				tokens--
+				output = nil // one output probe per wait
+				due := began.Add(outputProbeGap).Sub(now)
+				if due <= 0 {
+					break waiting
+				}
+				if !timer.Stop() {
+					break waiting // the poll is due anyway
+				}
+				timer.Reset(due)
+			}
 		}
 	}
 }

@@ -80,7 +80,8 @@ type Daemon struct {
 	stopWD       context.CancelFunc
 	wdDone       chan struct{} // closed when the watchdog goroutine has returned
 	shutdownOnce sync.Once
-	probe        *http.Client
+	probe        *http.Client // liveness and metrics scrapes, shared by every pool
+	readiness    *http.Client // readiness probes (a fresh connection each)
 	// quit is closed when the shutdown begins: event streams end, and
 	// requests that would start engines or hand out work are refused.
 	quit chan struct{}
@@ -128,7 +129,7 @@ func New(o Options) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{opts: o, cfg: o.Config, log: o.Logger, pools: map[string]*actor.PID{}, notify: o.Notifier,
-		probe: engine.NewProbeClient(), quit: make(chan struct{}), stopped: make(chan struct{}), cgroups: cgroups}
+		probe: engine.NewProbeClient(), readiness: engine.NewReadinessClient(), quit: make(chan struct{}), stopped: make(chan struct{}), cgroups: cgroups}
 	containment := engine.ContainMarker
 	if cgroups != nil {
 		containment = engine.ContainCgroup
@@ -374,7 +375,7 @@ func (d *Daemon) awaitRegistered() {
 
 func (d *Daemon) spawnPool(p config.Pool) {
 	props := actors.NewPoolProps(p, actors.PoolDeps{Registry: d.reg, Guard: d.guard, Clock: d.opts.Clock,
-		Logger: d.log, SelfExe: d.opts.SelfExe, StateDir: d.cfg.StateDir, Cgroups: d.cgroups, ProbeClient: d.probe,
+		Logger: d.log, SelfExe: d.opts.SelfExe, StateDir: d.cfg.StateDir, Cgroups: d.cgroups, ProbeClient: d.probe, ReadinessClient: d.readiness,
 		Observer: d.metrics, OnLogDrop: d.metrics.LogDropped})
 	pid, err := d.sys.Root.SpawnNamed(props, "pool/"+p.ID)
 	if err != nil {
