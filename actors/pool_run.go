@@ -122,12 +122,16 @@ func (a *pool) spawn(cfg config.Pool, devs []gpu.Device) (*engine.Process, strin
 // Besides the poll (readinessPoll), a line the engine prints triggers a
 // probe at once (engines print "model loaded", "listening", "Application
 // startup complete" as they become ready), so the poll period is not the
-// detection lag. Such output probes are bounded: at most one per
-// outputProbeGap since the last probe began, output within probeEchoWindow
-// of a probe's end (or during it) is taken for the engine logging that
-// probe and ignored, and a token bucket (outputProbeBurst, outputProbeRate)
-// caps them for an engine that prints all the time. While the engine
-// answers 404 or 405 output triggers nothing.
+// detection lag. Output probes are bounded: at most one per wait between
+// two probes, none sooner than outputProbeGap after the last probe began,
+// and a token bucket (outputProbeBurst, outputProbeRate) caps them for an
+// engine that prints all the time. Many engines log every request, so
+// output during a probe or within probeEchoWindow of its end is taken for
+// that probe's access-log line: it earns one follow-up probe
+// probeEchoFollow after the probe (a ready line that happened to come then
+// is not missed), and a follow-up's own echo earns nothing, so an engine's
+// logging of our probes cannot keep probes going by itself. While the
+// engine answers 404 or 405 output triggers nothing.
 func (a *pool) pollReadiness(ctx context.Context, gen uint64, proc *engine.Process, url string, timeout time.Duration) {
 	poll := a.d.readinessPoll
 	if poll == nil {
@@ -138,8 +142,9 @@ func (a *pool) pollReadiness(ctx context.Context, gen uint64, proc *engine.Proce
 
 // Output-triggered readiness probes (see pollReadiness).
 const (
-	outputProbeGap   = 5 * time.Millisecond // at most one output probe per gap since the last probe began
-	probeEchoWindow  = 2 * time.Millisecond // output this soon after a probe ends is its access-log line
+	outputProbeGap   = 2 * time.Millisecond // no output probe sooner than this after the last probe began
+	probeEchoWindow  = time.Millisecond     // output this soon after a probe ends is its access-log line
+	probeEchoFollow  = 3 * time.Millisecond // the follow-up after an echo, from the probe's end
 	outputProbeBurst = 20                   // output probes allowed at once...
 	outputProbeRate  = 10                   // ...and per second, sustained
 )
@@ -153,6 +158,7 @@ func (a *pool) pollReadinessWith(ctx context.Context, gen uint64, proc *engine.P
 	last := -1
 	notFoundLogged := false
 	tokens, refilled := float64(outputProbeBurst), time.Now()
+	followUp := false // the probe about to run is an echo's follow-up
 	for {
 		began := time.Now()
 		r := engine.Probe(ctx, client, url, timeout)
@@ -165,10 +171,6 @@ func (a *pool) pollReadinessWith(ctx context.Context, gen uint64, proc *engine.P
 		if r.OK() {
 			a.root.Send(a.self, &probeReady{gen: gen})
 			return
-		}
-		select { // output printed during the probe: its own access-log line, most likely
-		case <-proc.Output():
-		default:
 		}
 		wait := poll(ended.Sub(proc.StartedAt()))
 		output := proc.Output()
@@ -184,6 +186,41 @@ func (a *pool) pollReadinessWith(ctx context.Context, gen uint64, proc *engine.P
 			output = nil // it logs our probes: output must not bring them back
 		}
 		timer.Reset(wait)
+		wasFollowUp := followUp
+		followUp = false
+		armed := false // an output probe is scheduled in this wait
+		// schedule arms an output probe at (or after) at; true: probe now.
+		schedule := func(at time.Time, echo bool) bool {
+			now := time.Now()
+			if armed {
+				return false
+			}
+			tokens = min(outputProbeBurst, tokens+now.Sub(refilled).Seconds()*outputProbeRate)
+			refilled = now
+			if tokens < 1 {
+				return false
+			}
+			tokens--
+			armed, followUp = true, echo
+			if g := began.Add(outputProbeGap); at.Before(g) {
+				at = g
+			}
+			d := at.Sub(now)
+			if d <= 0 || !timer.Stop() { // !Stop: the poll is due anyway
+				return true
+			}
+			timer.Reset(d)
+			return false
+		}
+		echoed := false
+		select { // output printed during the probe: most likely its own access-log line
+		case <-output:
+			echoed = true
+		default:
+		}
+		if echoed && !wasFollowUp && schedule(ended.Add(probeEchoFollow), true) {
+			continue
+		}
 	waiting:
 		for {
 			select {
@@ -196,23 +233,14 @@ func (a *pool) pollReadinessWith(ctx context.Context, gen uint64, proc *engine.P
 			case <-output:
 				now := time.Now()
 				if now.Sub(ended) < probeEchoWindow {
+					if !wasFollowUp && schedule(ended.Add(probeEchoFollow), true) {
+						break waiting
+					}
 					continue
 				}
-				tokens = min(outputProbeBurst, tokens+now.Sub(refilled).Seconds()*outputProbeRate)
-				refilled = now
-				if tokens < 1 {
-					continue
-				}
-				tokens--
-				output = nil // one output probe per wait
-				due := began.Add(outputProbeGap).Sub(now)
-				if due <= 0 {
+				if schedule(now, false) {
 					break waiting
 				}
-				if !timer.Stop() {
-					break waiting // the poll is due anyway
-				}
-				timer.Reset(due)
 			}
 		}
 	}
