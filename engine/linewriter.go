@@ -28,8 +28,8 @@ type lineWriter struct {
 	sink     *Sink
 	activity *atomic.Int64
 	notify   chan struct{} // gets a value per line, without blocking; nil: none
-	buf      []byte // the current, unterminated line
-	skipping bool   // the current line was cut: drop up to its newline
+	buf      []byte        // the current, unterminated line
+	skipping bool          // the current line was cut: drop up to its newline
 	last     atomic.Pointer[string]
 	recent   recentLines // this process's last lines on this stream (Process.RecentLines)
 }

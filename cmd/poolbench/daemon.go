@@ -363,7 +363,9 @@ func (t tap) Handle(ctx context.Context, r slog.Record) error {
 func (t tap) WithAttrs(a []slog.Attr) slog.Handler {
 	return tap{t.Handler.WithAttrs(a), t.msg, t.ch, t.loaded}
 }
-func (t tap) WithGroup(n string) slog.Handler { return tap{t.Handler.WithGroup(n), t.msg, t.ch, t.loaded} }
+func (t tap) WithGroup(n string) slog.Handler {
+	return tap{t.Handler.WithGroup(n), t.msg, t.ch, t.loaded}
+}
 
 // tailBuffer keeps the last max bytes written to it.
 type tailBuffer struct {

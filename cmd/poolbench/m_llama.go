@@ -1,8 +1,9 @@
 // Measurement "llama": the real llama.cpp llama-server, next to a bare
 // supervisor doing the same with the same binary in the same run: ready
 // lag, crash → ready, reload wait:true. Skipped when no llama-server is
-// found (POOL_MANAGERD_LLAMA_SERVER, or ../shared/engines above the working
-// directory, or /work/shared/engines).
+// found ($POOL_MANAGERD_LLAMA_SERVER, else shared/engines/llama.cpp in a
+// folder beside the working directory or beside any folder above it, as
+// internal/testutil.FindLlama looks).
 
 package main
 
@@ -43,13 +44,12 @@ func llamaFiles() (bin, modelA, modelB string, err error) {
 	} else {
 		if wd, err := os.Getwd(); err == nil {
 			for dir := wd; ; dir = filepath.Dir(dir) {
-				cands = append(cands, filepath.Join(dir, "..", "shared", "engines", "llama.cpp", "llama-server"))
+				cands = append(cands, filepath.Join(filepath.Dir(dir), "shared", "engines", "llama.cpp", "llama-server"))
 				if dir == filepath.Dir(dir) {
 					break
 				}
 			}
 		}
-		cands = append(cands, "/work/shared/engines/llama.cpp/llama-server")
 	}
 	for _, c := range cands {
 		if fi, err := os.Stat(c); err == nil && fi.Mode().IsRegular() {
