@@ -25,9 +25,16 @@ type PoolDeps struct {
 	SelfExe     string         // ${SELF}: the pool-managerd binary
 	StateDir    string         // pid records; "" = none
 	Cgroups     *cgroup.Parent // engines' cgroup parent; nil = marker containment
-	ProbeClient *http.Client
-	Observer    Observer
-	OnLogDrop   func(poolID string, lines, bytes int) // engine output was rate-limited away or cut (see engine.Sink.SetOnDrop)
+	ProbeClient *http.Client   // liveness and metrics scrapes; nil: engine.NewProbeClient()
+	// ReadinessClient serves readiness probes; nil: engine.NewReadinessClient()
+	// (a fresh connection per probe).
+	ReadinessClient *http.Client
+	Observer        Observer
+	OnLogDrop       func(poolID string, lines, bytes int) // engine output was rate-limited away or cut (see engine.Sink.SetOnDrop)
+
+	// readinessPoll replaces the readiness poll schedule (tests only: a huge
+	// one leaves output-triggered probes alone); nil: readinessPoll.
+	readinessPoll func(sinceSpawn time.Duration) time.Duration
 }
 
 // Engine output handling: how many lines each pool keeps in memory for
@@ -41,13 +48,16 @@ const (
 // readinessPoll is how often a preloading engine's readiness endpoint is
 // polled, by time since spawn: fast at first (small models load in
 // seconds), then slower so a 10-minute vLLM load or 256 pools preloading at
-// once do not cost a core in probes. Every step stays within "a ready engine
-// is seen as ready within tens of milliseconds".
+// once do not cost a core in probes. Every line the engine prints also
+// triggers a probe (see pollReadiness), and engines print as they become
+// ready, so the poll is the fallback for a silent engine and backs off
+// early; every step stays within "a ready engine is seen as ready within
+// tens of milliseconds".
 func readinessPoll(sinceSpawn time.Duration) time.Duration {
 	switch {
-	case sinceSpawn < 5*time.Second:
+	case sinceSpawn < time.Second:
 		return 10 * time.Millisecond
-	case sinceSpawn < time.Minute:
+	case sinceSpawn < 10*time.Second:
 		return 25 * time.Millisecond
 	default:
 		return 50 * time.Millisecond
@@ -211,6 +221,9 @@ func NewPoolProps(cfg config.Pool, d PoolDeps) *actor.Props {
 	}
 	if d.ProbeClient == nil {
 		d.ProbeClient = engine.NewProbeClient()
+	}
+	if d.ReadinessClient == nil {
+		d.ReadinessClient = engine.NewReadinessClient()
 	}
 	log := d.Logger.With("pool_id", cfg.ID)
 	sink := engine.NewSink(log, logRingLines, logRatePerS, logBurst)

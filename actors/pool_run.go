@@ -118,24 +118,62 @@ func (a *pool) spawn(cfg config.Pool, devs []gpu.Device) (*engine.Process, strin
 // pollReadiness probes until the engine answers 2xx, the engine exits or the
 // attempt is abandoned. Each change of answer counts as activity for the
 // stall timeout.
+//
+// Besides the poll (readinessPoll), a line the engine prints triggers a
+// probe at once (engines print "model loaded", "listening", "Application
+// startup complete" as they become ready), so the poll period is not the
+// detection lag. Output probes are bounded: at most one per wait between
+// two probes, none sooner than outputProbeGap after the last probe began,
+// and a token bucket (outputProbeBurst, outputProbeRate) caps them for an
+// engine that prints all the time. Many engines log every request, so
+// output during a probe or within probeEchoWindow of its end is taken for
+// that probe's access-log line: it earns one follow-up probe
+// probeEchoFollow after the probe (a ready line that happened to come then
+// is not missed), and a follow-up's own echo earns nothing, so an engine's
+// logging of our probes cannot keep probes going by itself. While the
+// engine answers 404 or 405 output triggers nothing.
 func (a *pool) pollReadiness(ctx context.Context, gen uint64, proc *engine.Process, url string, timeout time.Duration) {
+	poll := a.d.readinessPoll
+	if poll == nil {
+		poll = readinessPoll
+	}
+	a.pollReadinessWith(ctx, gen, proc, url, timeout, poll)
+}
+
+// Output-triggered readiness probes (see pollReadiness).
+const (
+	outputProbeGap   = 2 * time.Millisecond // no output probe sooner than this after the last probe began
+	probeEchoWindow  = time.Millisecond     // output this soon after a probe ends is its access-log line
+	probeEchoFollow  = 3 * time.Millisecond // the follow-up after an echo, from the probe's end
+	outputProbeBurst = 20                   // output probes allowed at once...
+	outputProbeRate  = 10                   // ...and per second, sustained
+)
+
+// pollReadinessWith is pollReadiness with the poll schedule as a parameter.
+func (a *pool) pollReadinessWith(ctx context.Context, gen uint64, proc *engine.Process, url string, timeout time.Duration, poll func(sinceSpawn time.Duration) time.Duration) {
+	client := a.d.ReadinessClient
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	<-timer.C
 	last := -1
 	notFoundLogged := false
+	tokens, refilled := float64(outputProbeBurst), time.Now()
+	followUp := false // the probe about to run is an echo's follow-up
 	for {
-		r := engine.Probe(ctx, a.d.ProbeClient, url, timeout)
+		began := time.Now()
+		r := engine.Probe(ctx, client, url, timeout)
+		ended := time.Now()
 		a.d.Observer.Probe(a.id, "readiness", r.Duration)
 		if r.Status != last {
 			last = r.Status
-			a.activity.Store(time.Now().UnixNano())
+			a.activity.Store(ended.UnixNano())
 		}
 		if r.OK() {
 			a.root.Send(a.self, &probeReady{gen: gen})
 			return
 		}
-		wait := readinessPoll(time.Since(proc.StartedAt()))
+		wait := poll(ended.Sub(proc.StartedAt()))
+		output := proc.Output()
 		if r.Err == nil && (r.Status == http.StatusNotFound || r.Status == http.StatusMethodNotAllowed) {
 			// The server is up and says the path does not exist: that rarely
 			// changes, so say what to configure (once) and stop hammering it.
@@ -145,14 +183,65 @@ func (a *pool) pollReadiness(ctx context.Context, gen uint64, proc *engine.Proce
 					"detail", "the engine answers but has no such path; set the pool's readiness: {path: ...} (and liveness:) to a path it serves")
 			}
 			wait = notFoundPoll
+			output = nil // it logs our probes: output must not bring them back
 		}
 		timer.Reset(wait)
-		select {
-		case <-ctx.Done():
-			return
-		case <-proc.Done():
-			return
-		case <-timer.C:
+		wasFollowUp := followUp
+		followUp = false
+		armed := false // an output probe is scheduled in this wait
+		// schedule arms an output probe at (or after) at; true: probe now.
+		schedule := func(at time.Time, echo bool) bool {
+			now := time.Now()
+			if armed {
+				return false
+			}
+			tokens = min(outputProbeBurst, tokens+now.Sub(refilled).Seconds()*outputProbeRate)
+			refilled = now
+			if tokens < 1 {
+				return false
+			}
+			tokens--
+			armed, followUp = true, echo
+			if g := began.Add(outputProbeGap); at.Before(g) {
+				at = g
+			}
+			d := at.Sub(now)
+			if d <= 0 || !timer.Stop() { // !Stop: the poll is due anyway
+				return true
+			}
+			timer.Reset(d)
+			return false
+		}
+		echoed := false
+		select { // output printed during the probe: most likely its own access-log line
+		case <-output:
+			echoed = true
+		default:
+		}
+		if echoed && !wasFollowUp && schedule(ended.Add(probeEchoFollow), true) {
+			continue
+		}
+	waiting:
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-proc.Done():
+				return
+			case <-timer.C:
+				break waiting
+			case <-output:
+				now := time.Now()
+				if now.Sub(ended) < probeEchoWindow {
+					if !wasFollowUp && schedule(ended.Add(probeEchoFollow), true) {
+						break waiting
+					}
+					continue
+				}
+				if schedule(now, false) {
+					break waiting
+				}
+			}
 		}
 	}
 }

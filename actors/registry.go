@@ -23,6 +23,7 @@ type Registry struct {
 	subs   map[chan Transition]struct{}
 	events eventLog // numbers transitions, keeps the backlog for resumes
 	sorted []string // pool ids, sorted; rebuilt on register/unregister
+	pub    publisher
 }
 
 type entry struct {
@@ -42,15 +43,36 @@ const subscriberBuffer = 256
 
 // NewRegistryProps builds the registry actor's props.
 func NewRegistryProps(clock Clock, log *slog.Logger) *actor.Props {
+	return NewPublishingRegistryProps(clock, log, nil)
+}
+
+// NewPublishingRegistryProps is NewRegistryProps for a registry that also
+// publishes its state to view after every change (see RegistryView); a
+// nil view publishes nothing.
+func NewPublishingRegistryProps(clock Clock, log *slog.Logger, view *RegistryView) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &Registry{clock: clock, log: log, pools: map[string]*entry{}, subs: map[chan Transition]struct{}{}}
+		return &Registry{clock: clock, log: log, pools: map[string]*entry{}, subs: map[chan Transition]struct{}{},
+			pub: publisher{view: view}}
 	})
 }
 
-// Receive handles one message.
+// Receive handles one message. Whatever it changed is published (see
+// RegistryView) before the message is answered.
 func (r *Registry) Receive(ctx actor.Context) {
+	if reply := r.handle(ctx); reply != nil {
+		r.pub.publish(r)
+		ctx.Respond(reply)
+		return
+	}
+	r.pub.publish(r)
+}
+
+// handle handles one message and returns its answer, if it has one.
+func (r *Registry) handle(ctx actor.Context) any {
 	switch m := ctx.Message().(type) {
-	case *actor.Started, *actor.Stopping, *actor.Stopped, *actor.Restarting:
+	case *actor.Started:
+		r.pub.markAll() // a restarted registry starts empty, and says so
+	case *actor.Stopping, *actor.Stopped, *actor.Restarting:
 	case *RegisterPool:
 		r.pools[m.Status.PoolID] = &entry{status: m.Status, pid: m.PID, leases: map[string]*lease{}}
 		r.resort()
@@ -67,29 +89,26 @@ func (r *Registry) Receive(ctx actor.Context) {
 		for _, id := range r.sorted {
 			out = append(out, r.view(r.pools[id]))
 		}
-		ctx.Respond(&PoolsReply{Pools: out})
+		return &PoolsReply{Pools: out}
 	case *GetPool:
 		e, ok := r.pools[m.PoolID]
 		if !ok {
-			ctx.Respond(&PoolReply{})
-			return
+			return &PoolReply{}
 		}
-		ctx.Respond(&PoolReply{Status: r.view(e), PID: e.pid, Found: true})
+		return &PoolReply{Status: r.view(e), PID: e.pid, Found: true}
 	case *AcquireLease:
 		e, ok := r.pools[m.PoolID]
 		if !ok {
-			ctx.Respond(&LeaseReply{Err: notFound(m.PoolID)})
-			return
+			return &LeaseReply{Err: notFound(m.PoolID)}
 		}
 		if err := r.leasable(e); err != nil {
-			ctx.Respond(&LeaseReply{Err: err})
-			return
+			return &LeaseReply{Err: err}
 		}
-		ctx.Respond(&LeaseReply{Lease: r.allocate(ctx, e, m.TTL)})
+		return &LeaseReply{Lease: r.allocate(ctx, e, m.TTL)}
 	case *Place:
-		ctx.Respond(r.place(ctx, m))
+		return r.place(ctx, m)
 	case *ReleaseLease:
-		ctx.Respond(r.release(ctx, m.PoolID, m.LeaseID))
+		return r.release(ctx, m.PoolID, m.LeaseID)
 	case *leaseExpired:
 		if e, ok := r.pools[m.PoolID]; ok {
 			if l, ok := e.leases[m.LeaseID]; ok && !r.clock.Now().Before(l.expires) {
@@ -109,7 +128,7 @@ func (r *Registry) Receive(ctx actor.Context) {
 			close(m.Ch)
 		}
 	case *Ping:
-		ctx.Respond(&Pong{})
+		return &Pong{}
 	case *Broadcast:
 		for _, e := range r.pools {
 			ctx.Send(e.pid, m.Msg)
@@ -117,6 +136,7 @@ func (r *Registry) Receive(ctx actor.Context) {
 	default:
 		r.log.Warn("registry: unknown message", "type", slog.AnyValue(m).String())
 	}
+	return nil
 }
 
 func (r *Registry) resort() {
@@ -125,6 +145,7 @@ func (r *Registry) resort() {
 		r.sorted = append(r.sorted, id)
 	}
 	sort.Strings(r.sorted)
+	r.pub.markAll()
 }
 
 // view is the status as callers see it: with the registry's lease count.
@@ -140,6 +161,7 @@ func (r *Registry) update(ctx actor.Context, m *StatusUpdate) {
 		return // unregistered, or a removed pool's old actor: not this entry's writer
 	}
 	e.status = m.Status
+	r.pub.mark(m.Status.PoolID)
 	if s := m.Status.State; s != StateReady && s != StateDraining {
 		if n := len(e.leases); n > 0 {
 			r.log.Info("leases.dropped", "pool_id", m.Status.PoolID, "count", n, "state", string(s))
@@ -149,6 +171,7 @@ func (r *Registry) update(ctx actor.Context, m *StatusUpdate) {
 	if m.Status.State == StateDraining {
 		ctx.Send(e.pid, &LeasesChanged{Active: len(e.leases)})
 	}
+	r.pub.publish(r) // a subscriber that reads on an event sees its state
 	for _, t := range m.Transitions {
 		t = r.events.add(t)
 		for ch := range r.subs {
@@ -163,6 +186,9 @@ func (r *Registry) update(ctx actor.Context, m *StatusUpdate) {
 }
 
 func (r *Registry) dropLeases(e *entry) {
+	if len(e.leases) > 0 {
+		r.pub.mark(e.status.PoolID)
+	}
 	for id, l := range e.leases {
 		if l.timer != nil {
 			l.timer.Stop()
@@ -225,6 +251,7 @@ func (r *Registry) allocate(ctx actor.Context, e *entry, ttl time.Duration) Leas
 		l.timer = r.clock.AfterFunc(ttl, func() { root.Send(self, &leaseExpired{PoolID: pool, LeaseID: id}) })
 	}
 	e.leases[id] = l
+	r.pub.mark(e.status.PoolID)
 	out.ActiveLeases = len(e.leases)
 	return out
 }
@@ -242,6 +269,7 @@ func (r *Registry) release(ctx actor.Context, poolID, leaseID string) *ReleaseRe
 		l.timer.Stop()
 	}
 	delete(e.leases, leaseID)
+	r.pub.mark(poolID)
 	if e.status.State == StateDraining {
 		ctx.Send(e.pid, &LeasesChanged{Active: len(e.leases)})
 	}

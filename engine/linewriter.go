@@ -27,8 +27,9 @@ type lineWriter struct {
 	stream   string
 	sink     *Sink
 	activity *atomic.Int64
-	buf      []byte // the current, unterminated line
-	skipping bool   // the current line was cut: drop up to its newline
+	notify   chan struct{} // gets a value per line, without blocking; nil: none
+	buf      []byte        // the current, unterminated line
+	skipping bool          // the current line was cut: drop up to its newline
 	last     atomic.Pointer[string]
 	recent   recentLines // this process's last lines on this stream (Process.RecentLines)
 }
@@ -99,6 +100,12 @@ func (w *lineWriter) emit(line []byte) {
 	w.last.Store(&text)
 	w.recent.add(text)
 	w.sink.Write(w.stream, text)
+	if w.notify != nil {
+		select {
+		case w.notify <- struct{}{}:
+		default: // a value is already waiting: it stands for this line too
+		}
+	}
 }
 
 // lastLine is the last line emitted ("" if none).

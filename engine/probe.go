@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
 )
 
@@ -67,10 +68,33 @@ func Probe(ctx context.Context, client *http.Client, url string, timeout time.Du
 // loopback: no proxy (HTTP_PROXY in the daemon's environment must not
 // reroute a loopback probe), no compression, a few idle connections per
 // engine, no redirects, and no overall timeout (each Probe brings its own).
-func NewProbeClient() *http.Client {
+//
+// Its connections ACK at once (TCP_QUICKACK, re-set before every read, see
+// quickAckConn): a server that does not set TCP_NODELAY (llama-server) and
+// writes its answer in two pieces would otherwise hold the second piece
+// until the client's delayed ACK, about 40 ms later on Linux, on every
+// kept-alive probe.
+func NewProbeClient() *http.Client { return newProbeClient(false) }
+
+// NewReadinessClient is NewProbeClient with a fresh connection per probe
+// (no keep-alive): an engine that is still loading may accept, stall or
+// reset connections, and a new connection also starts in the kernel's
+// quick-ACK mode, so no answer waits on a delayed ACK. Readiness probes stop
+// once the engine is ready, so the extra connects cost little.
+func NewReadinessClient() *http.Client { return newProbeClient(true) }
+
+func newProbeClient(fresh bool) *http.Client {
+	dialer := &net.Dialer{Timeout: probeDialTimeout, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
-		Proxy:                 nil,
-		DialContext:           (&net.Dialer{Timeout: probeDialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return newQuickAckConn(c), nil
+		},
+		DisableKeepAlives:     fresh,
 		MaxIdleConns:          0, // no global cap: every pool (256 and more) keeps its connection
 		MaxIdleConnsPerHost:   2, // liveness, readiness and a metrics scrape at most at once
 		IdleConnTimeout:       90 * time.Second,
@@ -84,4 +108,40 @@ func NewProbeClient() *http.Client {
 			return http.ErrUseLastResponse
 		},
 	}
+}
+
+// quickAckConn sets TCP_QUICKACK before every read. Linux clears quick-ACK
+// mode again on its own (it is not a sticky option), and setting it also
+// sends an ACK that is pending, so doing it on each read means that once the
+// client has read the first piece of an answer, the server's next piece is
+// never held back by a delayed ACK. A connection that is not TCP is passed
+// through unchanged.
+type quickAckConn struct {
+	net.Conn
+	raw syscall.RawConn
+}
+
+func newQuickAckConn(c net.Conn) net.Conn {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return c
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	q := &quickAckConn{Conn: c, raw: raw}
+	q.quickAck()
+	return q
+}
+
+func (c *quickAckConn) quickAck() {
+	_ = c.raw.Control(func(fd uintptr) {
+		_ = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_QUICKACK, 1)
+	})
+}
+
+func (c *quickAckConn) Read(b []byte) (int, error) {
+	c.quickAck()
+	return c.Conn.Read(b)
 }

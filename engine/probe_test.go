@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -113,6 +116,46 @@ func TestSimEndpoints(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
 			t.Errorf("GET %s = %d %s, want 200 with %s", path, resp.StatusCode, body, want)
+		}
+	}
+}
+
+// connCounter is an HTTP server on loopback that counts the connections
+// clients open to it.
+func connCounter(t *testing.T) (url string, conns func() int64) {
+	t.Helper()
+	var n atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			n.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv.URL + "/health", n.Load
+}
+
+// The readiness client opens a fresh connection for every probe (no answer
+// can wait on a delayed ACK of a kept-alive connection); the probe client
+// keeps one.
+func TestReadinessClientFreshConnectionPerProbe(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name   string
+		client *http.Client
+		want   int64
+	}{{"readiness", engine.NewReadinessClient(), 3}, {"probe", engine.NewProbeClient(), 1}} {
+		url, conns := connCounter(t)
+		for i := 0; i < 3; i++ {
+			if r := engine.Probe(context.Background(), c.client, url, 5*time.Second); !r.OK() {
+				t.Fatalf("%s probe %d = %+v", c.name, i, r)
+			}
+		}
+		if got := conns(); got != c.want {
+			t.Errorf("%s client: 3 probes opened %d connections, want %d", c.name, got, c.want)
 		}
 	}
 }

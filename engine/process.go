@@ -115,6 +115,10 @@ type Process struct {
 	// lastActivity is the unix-nano time of the last output, or startedAt.
 	lastActivity atomic.Int64
 
+	// output gets a value (non-blocking, capacity 1) for every line the
+	// engine prints; see Output.
+	output chan struct{}
+
 	mu       sync.Mutex // guards reaped and termSent; held while signalling
 	reaped   bool       // the leader has been (or is being) reaped: never signal -pid again
 	termSent bool       // SIGTERM goes out once, however many Stops there are
@@ -144,9 +148,9 @@ func start(spec Spec, cont *containment) (*Process, error) {
 	if env == nil {
 		env = CleanEnv(os.Environ(), nil)
 	}
-	p := &Process{sink: spec.Sink, done: make(chan struct{}), cont: cont}
-	p.stdout = &lineWriter{stream: StreamStdout, sink: spec.Sink, activity: &p.lastActivity}
-	p.stderr = &lineWriter{stream: StreamStderr, sink: spec.Sink, activity: &p.lastActivity}
+	p := &Process{sink: spec.Sink, done: make(chan struct{}), cont: cont, output: make(chan struct{}, 1)}
+	p.stdout = &lineWriter{stream: StreamStdout, sink: spec.Sink, activity: &p.lastActivity, notify: p.output}
+	p.stderr = &lineWriter{stream: StreamStderr, sink: spec.Sink, activity: &p.lastActivity, notify: p.output}
 
 	newCmd := func() *exec.Cmd {
 		cmd := exec.Command(spec.Argv[0], spec.Argv[1:]...)
@@ -442,6 +446,14 @@ func (p *Process) Exit() Exit {
 		return Exit{}
 	}
 }
+
+// Output returns a channel that receives a value after the engine printed
+// a line (on either stream). Values coalesce: one value stands for every
+// line printed since the last receive, and a line printed while nobody
+// receives is not queued beyond that one value, so the engine's output is
+// never held up by a slow reader. The channel is never closed; select on
+// Done as well.
+func (p *Process) Output() <-chan struct{} { return p.output }
 
 // LastActivity is the time of the last output (any bytes on stdout or
 // stderr), or StartedAt when there was none.

@@ -80,7 +80,9 @@ type Daemon struct {
 	stopWD       context.CancelFunc
 	wdDone       chan struct{} // closed when the watchdog goroutine has returned
 	shutdownOnce sync.Once
-	probe        *http.Client
+	view         actors.RegistryView // the registry's published state: queries read it without a round trip
+	probe        *http.Client        // liveness and metrics scrapes, shared by every pool
+	readiness    *http.Client        // readiness probes (a fresh connection each)
 	// quit is closed when the shutdown begins: event streams end, and
 	// requests that would start engines or hand out work are refused.
 	quit chan struct{}
@@ -128,7 +130,7 @@ func New(o Options) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{opts: o, cfg: o.Config, log: o.Logger, pools: map[string]*actor.PID{}, notify: o.Notifier,
-		probe: engine.NewProbeClient(), quit: make(chan struct{}), stopped: make(chan struct{}), cgroups: cgroups}
+		probe: engine.NewProbeClient(), readiness: engine.NewReadinessClient(), quit: make(chan struct{}), stopped: make(chan struct{}), cgroups: cgroups}
 	containment := engine.ContainMarker
 	if cgroups != nil {
 		containment = engine.ContainCgroup
@@ -222,7 +224,7 @@ func (d *Daemon) Start(ln net.Listener) error {
 		return slog.New(warnOnly{d.log.Handler().WithAttrs([]slog.Attr{slog.String("component", "protoactor")})})
 	}))
 	d.ln = ln
-	d.reg = d.sys.Root.Spawn(actors.NewRegistryProps(d.opts.Clock, d.log.With("component", "registry")))
+	d.reg = d.sys.Root.Spawn(actors.NewPublishingRegistryProps(d.opts.Clock, d.log.With("component", "registry"), &d.view))
 	for _, p := range d.cfg.Pools {
 		d.spawnPool(p)
 	}
@@ -374,7 +376,7 @@ func (d *Daemon) awaitRegistered() {
 
 func (d *Daemon) spawnPool(p config.Pool) {
 	props := actors.NewPoolProps(p, actors.PoolDeps{Registry: d.reg, Guard: d.guard, Clock: d.opts.Clock,
-		Logger: d.log, SelfExe: d.opts.SelfExe, StateDir: d.cfg.StateDir, Cgroups: d.cgroups, ProbeClient: d.probe,
+		Logger: d.log, SelfExe: d.opts.SelfExe, StateDir: d.cfg.StateDir, Cgroups: d.cgroups, ProbeClient: d.probe, ReadinessClient: d.readiness,
 		Observer: d.metrics, OnLogDrop: d.metrics.LogDropped})
 	pid, err := d.sys.Root.SpawnNamed(props, "pool/"+p.ID)
 	if err != nil {
@@ -395,12 +397,14 @@ func (d *Daemon) ping(ctx context.Context) error {
 	return err
 }
 
+// snapshot is every pool's status, sorted by id, from the registry's
+// published state (no round trip; see actors.RegistryView). It fails only
+// once the context is done, like the query it replaced.
 func (d *Daemon) snapshot(ctx context.Context) ([]actors.PoolStatus, error) {
-	r, err := d.ask(ctx, d.reg, &actors.GetPools{})
-	if err != nil {
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return r.(*actors.PoolsReply).Pools, nil
+	return d.view.Load().Pools(), nil
 }
 
 func (d *Daemon) ask(ctx context.Context, pid *actor.PID, msg any) (any, error) {

@@ -26,11 +26,10 @@ func (d *Daemon) getReadyz(w http.ResponseWriter, r *http.Request) (int, error) 
 	if !d.ready.Load() {
 		return 0, errf("POOL_UNAVAILABLE", "daemon is starting or stopping")
 	}
-	pools, err := d.snapshot(r.Context())
-	if err != nil {
+	if err := d.ping(r.Context()); err != nil { // readiness includes a registry that answers
 		return 0, errf("INTERNAL", "actor system does not answer: %v", err)
 	}
-	writeJSON(w, 200, map[string]any{"status": "ready", "pools": len(pools)})
+	writeJSON(w, 200, map[string]any{"status": "ready", "pools": d.view.Load().Len()})
 	return 200, nil
 }
 
@@ -48,17 +47,16 @@ func (d *Daemon) listPools(w http.ResponseWriter, r *http.Request) (int, error) 
 	return 200, nil
 }
 
-// pool looks a pool up in the registry.
+// pool looks a pool up in the registry's published state (no round trip).
 func (d *Daemon) pool(ctx context.Context, id string) (*actors.PoolReply, error) {
-	res, err := d.ask(ctx, d.reg, &actors.GetPool{PoolID: id})
-	if err != nil {
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	pr := res.(*actors.PoolReply)
+	pr := d.view.Load().Pool(id)
 	if !pr.Found {
 		return nil, errf("POOL_NOT_FOUND", "no pool with id %q", id)
 	}
-	return pr, nil
+	return &pr, nil
 }
 
 func (d *Daemon) getPool(w http.ResponseWriter, r *http.Request) (int, error) {
@@ -151,10 +149,18 @@ func (d *Daemon) getLogs(w http.ResponseWriter, r *http.Request) (int, error) {
 	return 200, nil
 }
 
-// command sends a command to a pool actor and renders its reply.
+// command sends a command to a pool actor and renders its reply. The pool
+// pushes the command's effect to the registry before it answers; one
+// registry round trip after the answer (the registry's mailbox is FIFO)
+// makes sure the registry has published it, so a query right after the
+// answer (served from the published state) sees it: "202 draining" is
+// followed by a GET that says draining.
 func (d *Daemon) command(ctx context.Context, pid *actor.PID, msg any) (*actors.CommandReply, error) {
 	res, err := d.ask(ctx, pid, msg)
 	if err != nil {
+		return nil, err
+	}
+	if _, err := d.ask(ctx, d.reg, &actors.Ping{}); err != nil {
 		return nil, err
 	}
 	cr := res.(*actors.CommandReply)

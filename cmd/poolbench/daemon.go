@@ -54,6 +54,10 @@ type benchDaemon struct {
 	// spawned receives the time of each engine.spawned log record: when the
 	// pool actor learnt its new engine runs (the crash breakdown).
 	spawned chan time.Time
+	// loaded receives the time of each forwarded engine output line that
+	// says llama-server's model is loaded (llamaLoadedLine): when the daemon
+	// read it.
+	loaded chan time.Time
 }
 
 // startDaemon starts a daemon with pools and waits until every pool is ready.
@@ -64,7 +68,8 @@ func startDaemon(ctx context.Context, self string, pools ...config.Pool) (*bench
 	// The daemon formats its JSON logs as in production; only the last 64 KiB
 	// are kept, to explain a failure.
 	spawned := make(chan time.Time, 64)
-	logger := slog.New(tap{slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}), "engine.spawned", spawned})
+	loaded := make(chan time.Time, 64)
+	logger := slog.New(tap{slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}), "engine.spawned", spawned, loaded})
 	d, err := supervisor.New(supervisor.Options{Config: cfg, Logger: logger, SelfExe: self, Guard: gpu.NoGuard{}})
 	if err != nil {
 		return nil, err
@@ -78,7 +83,7 @@ func startDaemon(ctx context.Context, self string, pools ...config.Pool) (*bench
 		return nil, err
 	}
 	sctx, stop := context.WithCancel(context.Background())
-	b := &benchDaemon{d: d, base: "http://" + ln.Addr().String(), stop: stop, logs: logs, spawned: spawned,
+	b := &benchDaemon{d: d, base: "http://" + ln.Addr().String(), stop: stop, logs: logs, spawned: spawned, loaded: loaded,
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}},
 		events: newHub()}
 	if err := b.events.follow(sctx, b.base+"/v1/events"); err != nil {
@@ -324,25 +329,43 @@ func (h *hub) wait(ctx context.Context, mark int, id string, to actors.State, li
 }
 
 // tap passes every record on and sends the time of those whose message is
-// msg to ch (dropping them when nobody reads).
+// msg to ch, and of engine output records whose line contains
+// llamaLoadedLine to loaded (dropping them when nobody reads).
 type tap struct {
 	slog.Handler
-	msg string
-	ch  chan time.Time
+	msg    string
+	ch     chan time.Time
+	loaded chan time.Time
 }
 
 func (t tap) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == t.msg {
+	send := func(ch chan time.Time) {
 		select {
-		case t.ch <- r.Time:
+		case ch <- r.Time:
 		default:
 		}
+	}
+	if r.Message == t.msg {
+		send(t.ch)
+	}
+	if r.Message == "engine output" && t.loaded != nil {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "line" && strings.Contains(a.Value.String(), llamaLoadedLine) {
+				send(t.loaded)
+				return false
+			}
+			return true
+		})
 	}
 	return t.Handler.Handle(ctx, r)
 }
 
-func (t tap) WithAttrs(a []slog.Attr) slog.Handler { return tap{t.Handler.WithAttrs(a), t.msg, t.ch} }
-func (t tap) WithGroup(n string) slog.Handler      { return tap{t.Handler.WithGroup(n), t.msg, t.ch} }
+func (t tap) WithAttrs(a []slog.Attr) slog.Handler {
+	return tap{t.Handler.WithAttrs(a), t.msg, t.ch, t.loaded}
+}
+func (t tap) WithGroup(n string) slog.Handler {
+	return tap{t.Handler.WithGroup(n), t.msg, t.ch, t.loaded}
+}
 
 // tailBuffer keeps the last max bytes written to it.
 type tailBuffer struct {

@@ -46,8 +46,8 @@ func measureCrash(ctx context.Context, p params) ([]row, error) {
 	}
 	const base = "bare SIGKILL→Wait→exec"
 	rows := []row{
-		newRow("crash", "crash → new pid in API p50", ms(respawn.pct(50)), "ms", ms(bare.pct(50)), base, ratioAtMost(2)),
-		newRow("crash", "crash → engine.spawned log record p50", ms(spawned.pct(50)), "ms", ms(bare.pct(50)), base, ratioAtMost(2)),
+		newRow("crash", "crash → new pid in API p50", ms(respawn.pct(50)), "ms", ms(bare.pct(50)), base, ratioAtMost(1.3)),
+		newRow("crash", "crash → engine.spawned log record p50", ms(spawned.pct(50)), "ms", ms(bare.pct(50)), base, ratioAtMost(1.3)),
 		newRow("crash", "crash → new pid in API p99", ms(respawn.pct(99)), "ms", ms(bare.pct(99)), base, nil),
 		newRow("crash", "crash → new pid in API max", ms(respawn.max()), "ms", ms(bare.max()), base, nil),
 		newRow("crash", "context: crash → SSE backoff→preload event p50", ms(backoff.pct(50)), "ms", -1, "", nil),

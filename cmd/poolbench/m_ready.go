@@ -32,7 +32,7 @@ func measureReady(ctx context.Context, p params) ([]row, error) {
 		lag, bare, atMS = append(lag, r.lag), append(bare, r.bare), append(atMS, r.stamped)
 	}
 	rows := latencyRows("ready", "ready-detection lag (sim ready → SSE event)", lag, bare, "bare 10 ms poller",
-		atMost(20), atMost(60))
+		atMost(2), atMost(5))
 	return append(rows, newRow("ready", "context: lag by the transition's own at_ms (ms resolution) p50",
 		ms(atMS.pct(50)), "ms", -1, "", nil)), nil
 }
@@ -102,7 +102,11 @@ func engineURL(ctx context.Context, b *benchDaemon, id string) (string, error) {
 // pollHealth is the bare poller: GET url every bareProbeEvery until 200.
 // It returns when the 200 arrived, or the zero time if ctx ended first.
 func pollHealth(ctx context.Context, url string) time.Time {
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableCompression: true}}
+	return pollHealthClient(ctx, url, &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableCompression: true}})
+}
+
+// pollHealthClient is pollHealth with the client to use.
+func pollHealthClient(ctx context.Context, url string, client *http.Client) time.Time {
 	defer client.CloseIdleConnections()
 	tick := time.NewTicker(bareProbeEvery)
 	defer tick.Stop()

@@ -38,6 +38,7 @@ type params struct {
 	crashRuns   int
 	drainRuns   int
 	reloadRuns  int
+	llamaRuns   int // each of ready, crash, reload against llama-server
 	clients     int
 	apiDur      time.Duration // per side, health and lease each
 	scale       []int         // pool counts of the scale measurement
@@ -47,10 +48,10 @@ type params struct {
 
 func defaultParams(quick bool) params {
 	if quick {
-		return params{readyRuns: 10, crashRuns: 5, drainRuns: 3, reloadRuns: 3, clients: 8,
+		return params{readyRuns: 10, crashRuns: 5, drainRuns: 3, reloadRuns: 3, llamaRuns: 3, clients: 8,
 			apiDur: time.Second, scale: []int{16}, settle: time.Second, cpuWindow: 2 * time.Second}
 	}
-	return params{readyRuns: 100, crashRuns: 100, drainRuns: 10, reloadRuns: 30, clients: 8,
+	return params{readyRuns: 100, crashRuns: 100, drainRuns: 10, reloadRuns: 30, llamaRuns: 20, clients: 8,
 		apiDur: 3 * time.Second, scale: []int{16, 256}, settle: 2 * time.Second, cpuWindow: 5 * time.Second}
 }
 
@@ -68,6 +69,7 @@ var measurements = []measurement{
 	{"lease", 60 * time.Second, measureLease},
 	{"drain", 60 * time.Second, measureDrain},
 	{"reload", 60 * time.Second, measureReload},
+	{"llama", 3 * time.Minute, measureLlama},
 	{"scale", 4 * time.Minute, measureScale},
 }
 
