@@ -345,9 +345,14 @@ func (a *pool) procPid() int {
 // The evidence is taken over the probe's own wait, not since the previous
 // probe: llama-server logs every request, so the line for the previous
 // (successful) probe would otherwise count as work.
+//
+// The CPU bar is low on purpose: a deadlocked or idle engine uses next to
+// none (0-1 clock ticks in a probe's wait), while a working engine starved
+// by a loaded host (many engines on few cores) may get only a few percent
+// of a core and must still count as working.
 const (
-	busyCPUShare = 10                    // percent of one core over the probe's wait
-	busyCPUMin   = 30 * time.Millisecond // at least this much CPU (3 clock ticks)
+	busyCPUShare = 2                     // percent of one core over the probe's wait
+	busyCPUMin   = 20 * time.Millisecond // at least this much CPU (2 clock ticks)
 )
 
 // scrapeFastEvery is how often the scraper reads the engine's queue while a
