@@ -151,4 +151,3 @@ func grepEngine(page []byte) string {
 	}
 	return b.String()
 }
-
