@@ -462,7 +462,7 @@ func (a *pool) onEngineMetrics(m *engineMetrics) {
 	if m.err == nil {
 		if m.q.Reported {
 			a.queue, a.queueAt = m.q, m.at
-			a.st.EngineMetrics = &EngineMetric{RequestsProcessing: m.q.Processing, RequestsDeferred: m.q.Waiting}
+			a.st.EngineMetrics = &EngineMetric{RequestsProcessing: m.q.Processing, RequestsDeferred: m.q.Waiting, Series: m.q.Series}
 		} else {
 			a.queue, a.queueAt, a.st.EngineMetrics = engine.Queue{}, time.Time{}, nil
 		}

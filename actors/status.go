@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"log/slog"
 
+	"github.com/pool-managerd/pool-managerd/engine"
 	"github.com/pool-managerd/pool-managerd/gpu"
 )
 
@@ -80,6 +81,10 @@ type PoolStatus struct {
 type EngineMetric struct {
 	RequestsProcessing float64 `json:"requests_processing"`
 	RequestsDeferred   float64 `json:"requests_deferred"`
+	// Series are the engine's allow-listed series the daemon re-exports on
+	// its /metrics (engine.QueueSeries.Export); not in the API. Shared by
+	// every copy of the status: never modified.
+	Series []engine.Sample `json:"-"`
 }
 
 // MarshalJSON writes engine_version as null when the config gives none

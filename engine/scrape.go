@@ -84,6 +84,9 @@ func ParseMetrics(r io.Reader, names ...string) (map[string]float64, error) {
 type QueueSeries struct {
 	Processing []string
 	Waiting    []string
+	// Export is the allow-list of the engine's series the daemon re-exports
+	// on its own /metrics (read by the same scrape, summed over labels).
+	Export []ExportSeries
 }
 
 // queueSeries is what each engine exports: llama-server with --metrics,
@@ -96,12 +99,16 @@ var queueSeries = map[string]QueueSeries{
 	"tgi":      {Processing: []string{"tgi_batch_current_size"}, Waiting: []string{"tgi_queue_size"}},
 }
 
-// QueueSeriesFor returns the queue series of an engine kind (config.Engines).
+// QueueSeriesFor returns the queue series of an engine kind (config.Engines),
+// with the series it re-exports.
 func QueueSeriesFor(engine string) QueueSeries {
-	if s, ok := queueSeries[engine]; ok {
-		return s
+	s, ok := queueSeries[engine]
+	if !ok {
+		engine = "llamacpp"
+		s = queueSeries[engine]
 	}
-	return queueSeries["llamacpp"]
+	s.Export = exportSeries[engine]
+	return s
 }
 
 // Queue is one reading of an engine's request queue.
@@ -111,6 +118,9 @@ type Queue struct {
 	// Reported is false when the page had none of the processing series:
 	// the engine does not say what it is doing (and Processing means nothing).
 	Reported bool
+	// Series are the values of the QueueSeries.Export series the page had,
+	// in allow-list order. The slice is never changed once returned.
+	Series []Sample
 }
 
 // InFlight is every request the engine holds: processing and waiting.
@@ -119,6 +129,9 @@ func (q Queue) InFlight() float64 { return q.Processing + q.Waiting }
 // ScrapeQueue reads an engine's metrics page and returns its queue.
 func ScrapeQueue(ctx context.Context, client *http.Client, url string, timeout time.Duration, s QueueSeries) (Queue, error) {
 	names := append(append([]string{}, s.Processing...), s.Waiting...)
+	for _, e := range s.Export {
+		names = append(names, e.Name)
+	}
 	m, err := Scrape(ctx, client, url, timeout, names...)
 	if err != nil {
 		return Queue{}, err
@@ -132,6 +145,11 @@ func ScrapeQueue(ctx context.Context, client *http.Client, url string, timeout t
 	}
 	for _, n := range s.Waiting {
 		q.Waiting += m[n]
+	}
+	for _, e := range s.Export {
+		if v, ok := m[e.Name]; ok {
+			q.Series = append(q.Series, Sample{ExportSeries: e, Value: v})
+		}
 	}
 	return q, nil
 }

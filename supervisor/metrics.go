@@ -143,6 +143,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descLeases
 	ch <- descFree
 	ch <- descContain
+	describeEngineSeries(ch)
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -170,6 +171,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		if p.Containment != "" {
 			ch <- prometheus.MustNewConstMetric(descContain, prometheus.GaugeValue, 1, p.PoolID, p.Containment)
 		}
+		collectEngineSeries(ch, &p)
 		for _, d := range p.Devices {
 			if d.UUID != "" && !seen[d.UUID] {
 				seen[d.UUID] = true
