@@ -40,17 +40,17 @@ func (c *fakeClock) After(d time.Duration) <-chan time.Time {
 	return ch
 }
 
-// stuckClock never fires After and reports that someone is waiting on it.
+// stuckClock never fires After and reports that someone is waiting on it:
+// waiting is closed at the first After (a close, not a send, so the report
+// is not lost when the test is not receiving yet).
 type stuckClock struct {
 	fakeClock
 	waiting chan struct{}
+	once    sync.Once
 }
 
 func (c *stuckClock) After(time.Duration) <-chan time.Time {
-	select {
-	case c.waiting <- struct{}{}:
-	default:
-	}
+	c.once.Do(func() { close(c.waiting) })
 	return nil
 }
 
