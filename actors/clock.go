@@ -72,13 +72,6 @@ func (t *fakeTimer) Stop() bool {
 	return false
 }
 
-// Pending reports how many timers are waiting.
-func (c *FakeClock) Pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.timers)
-}
-
 // Advance moves time forward by d and fires every timer that became due, in
 // order of due time, each in its own goroutine (as time.AfterFunc does).
 func (c *FakeClock) Advance(d time.Duration) {

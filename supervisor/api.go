@@ -29,7 +29,7 @@ const maxBody = 64 << 10
 type route struct {
 	method, path string
 	access       access
-	h            func(w http.ResponseWriter, r *http.Request) (int, error)
+	h            func(w http.ResponseWriter, r *http.Request) error // writes the answer, or returns the error wrap renders
 }
 
 // access says who may call a route, and when.
@@ -117,23 +117,23 @@ func (d *Daemon) routes() http.Handler {
 	// path exists under another method. Like every route but the probes, it
 	// needs the token when one is set, so routes cannot be enumerated
 	// without it.
-	mux.Handle("/", d.wrap(route{path: "unmatched", access: token, h: func(w http.ResponseWriter, r *http.Request) (int, error) {
+	mux.Handle("/", d.wrap(route{path: "unmatched", access: token, h: func(w http.ResponseWriter, r *http.Request) error {
 		for p, methods := range paths {
 			probe := r.Clone(r.Context())
 			for _, m := range methods {
 				probe.Method = m
 				if _, pat := mux.Handler(probe); pat == m+" "+p {
 					w.Header().Set("Allow", strings.Join(methods, ", "))
-					return 0, errf("METHOD_NOT_ALLOWED", "%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(methods, ", "))
+					return errf("METHOD_NOT_ALLOWED", "%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(methods, ", "))
 				}
 			}
 		}
-		return 0, notFound(r)
+		return notFound(r)
 	}}))
 	// A path that is not clean ("//", ".", "..", a trailing "/") would get
 	// ServeMux's redirect with an HTML body: answer JSON 404 instead.
-	unclean := d.wrap(route{path: "unclean", access: token, h: func(w http.ResponseWriter, r *http.Request) (int, error) {
-		return 0, notFound(r)
+	unclean := d.wrap(route{path: "unclean", access: token, h: func(w http.ResponseWriter, r *http.Request) error {
+		return notFound(r)
 	}})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p := r.URL.Path; path.Clean(p) != p {
@@ -231,7 +231,7 @@ func (d *Daemon) wrap(rt route) http.Handler {
 			return
 		}
 		r.Body = http.MaxBytesReader(sw, r.Body, maxBody)
-		code, err := rt.h(sw, r)
+		err := rt.h(sw, r)
 		if err != nil && r.Context().Err() != nil && errors.Is(err, r.Context().Err()) {
 			return // the client went away (e.g. during reload wait:true): nobody to answer
 		}
@@ -244,7 +244,6 @@ func (d *Daemon) wrap(rt route) http.Handler {
 			writeErr(sw, ae)
 			return
 		}
-		_ = code
 	})
 }
 
