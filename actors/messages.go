@@ -157,7 +157,7 @@ type Reload struct {
 
 // ReloadResult is the outcome of one reload.
 type ReloadResult struct {
-	Result        string // succeeded | rolled_back | failed | cancelled
+	Result        ReloadOutcome
 	RolledBack    bool
 	EngineVersion string
 	Duration      time.Duration

@@ -153,7 +153,7 @@ type drainOp struct {
 type reloadOp struct {
 	old, new config.Pool
 	start    time.Time
-	phase    string // drain | new | rollback
+	phase    reloadPhase
 	err      string
 	result   chan ReloadResult
 }
@@ -169,7 +169,7 @@ type spawned struct {
 }
 type spawnFailed struct {
 	gen    uint64
-	reason string
+	reason FailureReason
 	err    error
 }
 type exited struct{ proc *engine.Process }
@@ -404,7 +404,7 @@ func (a *pool) onTimer(m *timerFired) {
 	switch m.kind {
 	case tStartup:
 		if a.st.State == StatePreload {
-			a.fail("startup_timeout", fmt.Errorf("engine not ready within startup_timeout %s", a.cfg.StartupTimeout))
+			a.fail(ReasonStartupTimeout, fmt.Errorf("engine not ready within startup_timeout %s", a.cfg.StartupTimeout))
 		}
 	case tStall:
 		a.checkStall()
@@ -435,7 +435,7 @@ func (a *pool) checkStall() {
 	}
 	idle := a.now().Sub(last)
 	if idle >= a.cfg.StallTimeout {
-		a.fail("stall_timeout", fmt.Errorf("engine stalled: no output and no readiness change for %s (stall_timeout %s)", idle.Round(time.Millisecond), a.cfg.StallTimeout))
+		a.fail(ReasonStallTimeout, fmt.Errorf("engine stalled: no output and no readiness change for %s (stall_timeout %s)", idle.Round(time.Millisecond), a.cfg.StallTimeout))
 		return
 	}
 	a.armTimer(tStall, a.cfg.StallTimeout-idle)

@@ -26,11 +26,11 @@ func (a *pool) handleDrain(m *Drain) *CommandReply {
 		reason = "drain"
 	}
 	if r := a.reload; r != nil {
-		a.finishReload("cancelled", false, "cancelled by a drain ("+reason+")")
+		a.finishReload(ReloadCancelled, false, "cancelled by a drain ("+reason+")")
 		if a.drain != nil {
 			a.drain.then = nil // the drain now ends in stopped
 		}
-		if r.phase != "drain" {
+		if r.phase != phaseDrain {
 			a.setCfg(r.old) // the new model never became ready: a later start runs the old one
 		}
 	}
@@ -278,7 +278,7 @@ func (a *pool) handleReload(m *Reload) *CommandReply {
 		a.policy.Reset()
 		a.st.ConsecutiveFailures = 0
 	}
-	a.reload = &reloadOp{old: a.cfg, new: next, start: a.now(), phase: "drain", result: m.Result}
+	a.reload = &reloadOp{old: a.cfg, new: next, start: a.now(), phase: phaseDrain, result: m.Result}
 	a.st.Reloading = true
 	a.dirty = true
 	a.log.Info("reload.started", a.withCID([]any{"model_ref", next.ModelRef, "engine_version", next.EngineVersion,
@@ -379,7 +379,7 @@ func (a *pool) reloadStartNew() {
 	if r == nil {
 		return
 	}
-	r.phase = "new"
+	r.phase = phaseNew
 	a.setCfg(r.new)
 	a.startPreload("reload")
 }
@@ -395,7 +395,7 @@ func (a *pool) setCfg(c config.Pool) {
 
 func (a *pool) rollback(why string) {
 	r := a.reload
-	r.phase = "rollback"
+	r.phase = phaseRollback
 	r.err = why
 	a.setError(fmt.Sprintf("reload to %s (%s) failed: %s; rolling back to %s (%s)",
 		r.new.ModelRef, r.new.EngineVersion, why, r.old.ModelRef, r.old.EngineVersion))
@@ -406,14 +406,14 @@ func (a *pool) rollback(why string) {
 	})
 }
 
-func (a *pool) finishReload(result string, rolledBack bool, errMsg string) {
+func (a *pool) finishReload(result ReloadOutcome, rolledBack bool, errMsg string) {
 	r := a.reload
 	a.reload = nil
 	a.st.Reloading = false
 	dur := a.now().Sub(r.start)
-	a.st.LastReload = &ReloadInfo{Result: result, RolledBack: rolledBack, DurationMS: dur.Milliseconds(), Error: errMsg}
+	a.st.LastReload = &ReloadInfo{Result: string(result), RolledBack: rolledBack, DurationMS: dur.Milliseconds(), Error: errMsg}
 	a.dirty = true
-	a.d.Observer.Reload(a.cfg.ID, result)
+	a.d.Observer.Reload(a.cfg.ID, string(result))
 	a.log.Info("reload.finished", "result", result, "rolled_back", rolledBack, "duration_ms", dur.Milliseconds(),
 		"engine_version", a.cfg.EngineVersion, "model_ref", a.cfg.ModelRef)
 	if r.result != nil {
@@ -460,7 +460,7 @@ func (a *pool) onGPUEvent(ev gpu.Event) {
 		return
 	}
 	a.log.Error("gpu.xid", "uuid", ev.UUID, "xid", ev.XID, "device_level", ev.DeviceLevel, "message", ev.Message)
-	a.fail("gpu_xid", fmt.Errorf("gpu: XID %d on %s: %s", ev.XID, ev.UUID, ev.Message))
+	a.fail(ReasonGPUXid, fmt.Errorf("gpu: XID %d on %s: %s", ev.XID, ev.UUID, ev.Message))
 }
 
 func (a *pool) onDevices(devs []gpu.Device) {

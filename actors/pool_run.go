@@ -547,7 +547,7 @@ func (a *pool) onExited(m *exited) {
 		attrs = append(attrs, "signal", ex.Signal)
 	}
 	a.log.Warn("engine.exited", attrs...)
-	a.fail(c.Reason, errors.New(exitMessage(ex, c)))
+	a.fail(FailureReason(c.Reason), errors.New(exitMessage(ex, c)))
 }
 
 // exitMessage is the last_error of an unexpected exit: its class, how it
@@ -578,14 +578,14 @@ func truncate(s string, n int) string {
 }
 
 // fail handles any failure of the current attempt or engine.
-func (a *pool) fail(reason string, err error) {
+func (a *pool) fail(reason FailureReason, err error) {
 	now := a.now()
 	if a.st.State == StatePreload {
 		a.d.Observer.Preload(a.cfg.ID, "failed", now.Sub(a.preloadStart))
 	}
 	a.abandonRun()
 	a.setError(err.Error())
-	a.d.Observer.Failure(a.cfg.ID, reason)
+	a.d.Observer.Failure(a.cfg.ID, string(reason))
 	attrs := []any{"reason", reason, "last_error", err.Error()}
 	if a.proc != nil {
 		attrs = append(attrs, "pid", a.proc.Pid())
@@ -593,11 +593,11 @@ func (a *pool) fail(reason string, err error) {
 	a.log.Warn("pool.failure", attrs...)
 	if r := a.reload; r != nil {
 		switch r.phase {
-		case "new":
+		case phaseNew:
 			a.rollback(err.Error())
 			return
-		case "rollback":
-			a.finishReload("failed", false, r.err+"; starting the previous model failed too: "+err.Error())
+		case phaseRollback:
+			a.finishReload(ReloadFailed, false, r.err+"; starting the previous model failed too: "+err.Error())
 		}
 	}
 	if a.drain != nil { // the engine died while draining: the drain is done
@@ -606,14 +606,14 @@ func (a *pool) fail(reason string, err error) {
 	}
 	dec := a.policy.Failure(now)
 	a.st.ConsecutiveFailures++
-	a.restartReason = reason // restarts_total's label once the restart spawns
+	a.restartReason = string(reason) // restarts_total's label once the restart spawns
 	if dec.GiveUp {
 		a.transition(StateFailed, fmt.Sprintf("breaker open: %d failures within %s (last: %s)", dec.InWindow, a.cfg.Restart.Window, reason))
 		a.stopEngine(nil)
 		return
 	}
 	a.st.NextRestartAtMS = ptr(now.Add(dec.Delay).UnixMilli())
-	a.transition(StateBackoff, reason)
+	a.transition(StateBackoff, string(reason))
 	a.armTimer(tRestart, dec.Delay)
 	a.stopEngine(func() {
 		if a.restartDue && a.st.State == StateBackoff {

@@ -24,10 +24,10 @@ func (d *Daemon) getHealthz(w http.ResponseWriter, r *http.Request) error {
 
 func (d *Daemon) getReadyz(w http.ResponseWriter, r *http.Request) error {
 	if !d.ready.Load() {
-		return errf("POOL_UNAVAILABLE", "daemon is starting or stopping")
+		return errf(actors.CodePoolUnavailable, "daemon is starting or stopping")
 	}
 	if err := d.ping(r.Context()); err != nil { // readiness includes a registry that answers
-		return errf("INTERNAL", "actor system does not answer: %v", err)
+		return errf(actors.CodeInternal, "actor system does not answer: %v", err)
 	}
 	writeJSON(w, 200, map[string]any{"status": "ready", "pools": d.view.Load().Len()})
 	return nil
@@ -54,7 +54,7 @@ func (d *Daemon) pool(ctx context.Context, id string) (*actors.PoolReply, error)
 	}
 	pr := d.view.Load().Pool(id)
 	if !pr.Found {
-		return nil, errf("POOL_NOT_FOUND", "no pool with id %q", id)
+		return nil, errf(actors.CodePoolNotFound, "no pool with id %q", id)
 	}
 	return &pr, nil
 }
@@ -128,7 +128,7 @@ func (d *Daemon) getLogs(w http.ResponseWriter, r *http.Request) error {
 	if q := r.URL.Query().Get("tail"); q != "" {
 		v, err := strconv.Atoi(q)
 		if err != nil || v < 0 || v > maxTail {
-			return errf("INVALID_PARAMS", "tail must be an integer between 0 and %d, got %q", maxTail, q)
+			return errf(actors.CodeInvalidParams, "tail must be an integer between 0 and %d, got %q", maxTail, q)
 		}
 		n = v
 	}
@@ -220,7 +220,7 @@ func (d *Daemon) postReload(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if b.NewModelRef == nil || *b.NewModelRef == "" {
-		return errf("INVALID_PARAMS", "new_model_ref is required")
+		return errf(actors.CodeInvalidParams, "new_model_ref is required")
 	}
 	if b.EngineVersion != nil {
 		if err := checkEngineVersion(*b.EngineVersion); err != nil {
@@ -255,12 +255,12 @@ func (d *Daemon) postReload(w http.ResponseWriter, r *http.Request) error {
 	}
 	select {
 	case res := <-msg.Result:
-		if res.Result == "succeeded" {
+		if res.Result == actors.ReloadSucceeded {
 			writeJSON(w, 200, map[string]any{"pool_id": pr.Status.PoolID, "result": res.Result,
 				"engine_version": nullable(res.EngineVersion), "duration_ms": res.Duration.Milliseconds()})
 			return nil
 		}
-		e := errf("RELOAD_FAILED", "%s", reloadMessage(res))
+		e := errf(actors.CodeReloadFailed, "%s", reloadMessage(res))
 		e.RolledBack = &res.RolledBack
 		return e
 	case <-r.Context().Done():
@@ -277,12 +277,12 @@ func (d *Daemon) postReload(w http.ResponseWriter, r *http.Request) error {
 func (d *Daemon) checkReloadRef(id, ref string) error {
 	pc, ok := d.poolConfig(id)
 	if !ok {
-		return errf("POOL_BUSY", "pool %q is being reconfigured; retry", id)
+		return errf(actors.CodePoolBusy, "pool %q is being reconfigured; retry", id)
 	}
 	if err := config.CheckModelRef(pc, ref); err != nil {
-		code := "INVALID_MODEL_REF"
+		code := codeInvalidModelRef
 		if errors.Is(err, config.ErrModelRefNotAllowed) {
-			code = "MODEL_REF_NOT_ALLOWED"
+			code = codeModelRefNotAllowed
 		}
 		return errf(code, "new_model_ref: %v", err)
 	}
@@ -295,11 +295,11 @@ const maxEngineVersion = 128
 
 func checkEngineVersion(v string) error {
 	if len(v) > maxEngineVersion {
-		return errf("INVALID_PARAMS", "engine_version is %d bytes long, at most %d are allowed", len(v), maxEngineVersion)
+		return errf(actors.CodeInvalidParams, "engine_version is %d bytes long, at most %d are allowed", len(v), maxEngineVersion)
 	}
 	for i := 0; i < len(v); i++ {
 		if c := v[i]; c < 0x20 || c == 0x7f {
-			return errf("INVALID_PARAMS", "engine_version has control character U+%04X at byte %d", c, i)
+			return errf(actors.CodeInvalidParams, "engine_version has control character U+%04X at byte %d", c, i)
 		}
 	}
 	return nil
@@ -332,13 +332,13 @@ func reloadMessage(res actors.ReloadResult) string {
 	if strings.HasPrefix(why, "reload ") {
 		return why
 	}
-	what := "reload " + strings.ReplaceAll(res.Result, "_", " ")
+	what := "reload " + strings.ReplaceAll(string(res.Result), "_", " ")
 	switch res.Result {
-	case "rolled_back":
+	case actors.ReloadRolledBack:
 		what = "reload rolled back"
-	case "failed":
+	case actors.ReloadFailed:
 		what = "reload failed"
-	case "cancelled":
+	case actors.ReloadCancelled:
 		what = "reload cancelled"
 	case "":
 		what = "reload failed"
@@ -467,7 +467,7 @@ const sseRetryMS = 1000
 // back resumes from its Last-Event-ID.
 func (d *Daemon) getEvents(w http.ResponseWriter, r *http.Request) error {
 	if _, ok := w.(http.Flusher); !ok {
-		return errf("INTERNAL", "streaming unsupported")
+		return errf(actors.CodeInternal, "streaming unsupported")
 	}
 	rc := http.NewResponseController(w)
 	ch := make(chan actors.Transition, 256)
