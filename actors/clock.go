@@ -22,7 +22,10 @@ type Timer interface {
 // RealClock is the wall clock.
 type RealClock struct{}
 
+// Now is time.Now.
 func (RealClock) Now() time.Time { return time.Now() }
+
+// AfterFunc is time.AfterFunc.
 func (RealClock) AfterFunc(d time.Duration, f func()) Timer {
 	return time.AfterFunc(d, f)
 }
@@ -44,12 +47,15 @@ type fakeTimer struct {
 // NewFakeClock starts at t.
 func NewFakeClock(t time.Time) *FakeClock { return &FakeClock{now: t} }
 
+// Now is the fake time: the start plus every Advance so far.
 func (c *FakeClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.now
 }
 
+// AfterFunc schedules f for d after the fake now; it runs, in its own
+// goroutine, when an Advance reaches that time.
 func (c *FakeClock) AfterFunc(d time.Duration, f func()) Timer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -58,6 +64,7 @@ func (c *FakeClock) AfterFunc(d time.Duration, f func()) Timer {
 	return t
 }
 
+// Stop cancels the timer; it reports whether the timer was still pending.
 func (t *fakeTimer) Stop() bool {
 	t.c.mu.Lock()
 	defer t.c.mu.Unlock()
@@ -70,13 +77,6 @@ func (t *fakeTimer) Stop() bool {
 		}
 	}
 	return false
-}
-
-// Pending reports how many timers are waiting.
-func (c *FakeClock) Pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.timers)
 }
 
 // Advance moves time forward by d and fires every timer that became due, in

@@ -30,6 +30,8 @@ type eventLog struct {
 	head int
 }
 
+// newEventLog starts an empty backlog with a fresh random run id, so ids
+// of a previous daemon run are recognised as another run's.
 func newEventLog() eventLog {
 	var b [4]byte
 	_, _ = rand.Read(b[:])

@@ -33,6 +33,7 @@ type Error struct {
 	RetryAfterMS int64 // 0: none
 }
 
+// Error is "CODE: message".
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
 // ---- registry messages ----
@@ -157,7 +158,7 @@ type Reload struct {
 
 // ReloadResult is the outcome of one reload.
 type ReloadResult struct {
-	Result        string // succeeded | rolled_back | failed | cancelled
+	Result        ReloadOutcome
 	RolledBack    bool
 	EngineVersion string
 	Duration      time.Duration
@@ -179,6 +180,7 @@ type CommandReply struct {
 // another actor under the same id). Reply: PoolReply.
 type GetStatus struct{}
 
+// poolMsg marks GetStatus as a message a pool actor handles.
 func (GetStatus) poolMsg() {}
 
 // LeasesChanged tells a draining pool how many leases it still has.
@@ -193,6 +195,7 @@ type GetLogs struct{ Tail int }
 // LogsReply answers GetLogs.
 type LogsReply struct{ Lines []engine.Line }
 
+// poolMsg marks the commands and notices a pool actor handles.
 func (Drain) poolMsg()         {}
 func (Reload) poolMsg()        {}
 func (Start) poolMsg()         {}
@@ -208,4 +211,5 @@ type Broadcast struct{ Msg poolMsg }
 // memory of the devices it uses (placement's tie-break, the GPU metric).
 type DevicesUpdate struct{ Devices []gpu.Device }
 
+// poolMsg marks DevicesUpdate as a message a pool actor handles.
 func (DevicesUpdate) poolMsg() {}

@@ -17,6 +17,7 @@ type Observer interface {
 // NopObserver ignores everything.
 type NopObserver struct{}
 
+// NopObserver's methods do nothing.
 func (NopObserver) Restart(string, string)                {}
 func (NopObserver) Failure(string, string)                {}
 func (NopObserver) Preload(string, string, time.Duration) {}

@@ -31,10 +31,6 @@ type Decision struct {
 	InWindow int           // failures counted in the current window
 }
 
-type clockAdapter struct{ c Clock }
-
-func (a clockAdapter) Now() time.Time { return a.c.Now() }
-
 // NewPolicy builds a policy for one pool.
 func NewPolicy(cfg config.Restart, clock Clock) *Policy {
 	b := backoff.NewExponentialBackOff()
@@ -43,7 +39,7 @@ func NewPolicy(cfg config.Restart, clock Clock) *Policy {
 	b.MaxInterval = cfg.Max
 	b.RandomizationFactor = cfg.Jitter
 	b.MaxElapsedTime = 0 // never stop on elapsed time: the breaker decides
-	b.Clock = clockAdapter{clock}
+	b.Clock = clock      // backoff.Clock is the Now half of Clock
 	b.Reset()
 	return &Policy{cfg: cfg, b: b}
 }

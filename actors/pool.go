@@ -153,7 +153,7 @@ type drainOp struct {
 type reloadOp struct {
 	old, new config.Pool
 	start    time.Time
-	phase    string // drain | new | rollback
+	phase    reloadPhase
 	err      string
 	result   chan ReloadResult
 }
@@ -169,7 +169,7 @@ type spawned struct {
 }
 type spawnFailed struct {
 	gen    uint64
-	reason string
+	reason FailureReason
 	err    error
 }
 type exited struct{ proc *engine.Process }
@@ -199,6 +199,8 @@ type timerFired struct {
 	token uint64
 }
 
+// The internal messages are pool messages too (poolMsg marks the set a pool
+// actor handles).
 func (spawned) poolMsg()        {}
 func (spawnFailed) poolMsg()    {}
 func (exited) poolMsg()         {}
@@ -242,6 +244,9 @@ func NewPoolProps(cfg config.Pool, d PoolDeps) *actor.Props {
 	})
 }
 
+// applyCfgToStatus copies the configured engine, engine version, model and
+// slots into the status (any state: at creation and whenever the config
+// changes) and marks the status for publishing.
 func (a *pool) applyCfgToStatus() {
 	a.st.Engine = a.cfg.Engine
 	a.st.EngineVersion = a.cfg.EngineVersion
@@ -250,6 +255,7 @@ func (a *pool) applyCfgToStatus() {
 	a.dirty = true
 }
 
+// now is the pool's clock (PoolDeps.Clock): every timing decision reads it.
 func (a *pool) now() time.Time { return a.d.Clock.Now() }
 
 // Receive handles one message; it never blocks.
@@ -335,6 +341,12 @@ func (a *pool) publish() {
 	a.pending, a.dirty = nil, false
 }
 
+// transition moves the pool to state to, from whatever state it is in: it
+// keeps the status flags that follow from the state (ready, draining,
+// ready_since, next_restart_at only in backoff) consistent, queues the
+// Transition event for the next publish, and logs pool.state (at warn when
+// to is backoff or failed, with last_error). It changes nothing else:
+// callers stop engines, arm timers and tell the policy themselves.
 func (a *pool) transition(to State, reason string) {
 	from := a.st.State
 	now := a.now()
@@ -372,6 +384,8 @@ func (a *pool) transition(to State, reason string) {
 	a.log.Info("pool.state", attrs...)
 }
 
+// setError records msg as last_error, stamped with the pool's clock (any
+// state); last_error stays until the next error.
 func (a *pool) setError(msg string) {
 	a.st.LastError = ptr(msg)
 	a.st.LastErrorAtMS = ptr(a.now().UnixMilli())
@@ -380,6 +394,10 @@ func (a *pool) setError(msg string) {
 
 // ---- timers ----
 
+// armTimer (re)arms the timer of kind (tStartup, tStall, tRestart, tDrain) to
+// fire d from now on the pool's clock, replacing any pending one of that
+// kind. The firing arrives as a timerFired carrying a fresh token, so a
+// timer cancelled or re-armed after it fired is recognised as stale.
 func (a *pool) armTimer(kind string, d time.Duration) {
 	a.cancelTimer(kind)
 	a.token++
@@ -388,6 +406,8 @@ func (a *pool) armTimer(kind string, d time.Duration) {
 	a.timers[kind] = timerRef{token: tok, t: t}
 }
 
+// cancelTimer stops the pending timer of kind, if any; a firing already in
+// the mailbox is then ignored by onTimer (its token is no longer known).
 func (a *pool) cancelTimer(kind string) {
 	if r, ok := a.timers[kind]; ok {
 		r.t.Stop()
@@ -395,6 +415,12 @@ func (a *pool) cancelTimer(kind string) {
 	}
 }
 
+// onTimer handles a timer firing, ignoring stale ones (cancelled or re-armed
+// since). tStartup fails a pool still in preload (startup_timeout);
+// tStall checks a preload for stall_timeout; tRestart ends a backoff: it
+// starts the next preload at once when the pool is in backoff with its old
+// engine gone, else the pending stop starts it (restartDue); tDrain ends a
+// drain's wait (onDrainDeadline). In any other state a firing does nothing.
 func (a *pool) onTimer(m *timerFired) {
 	r, ok := a.timers[m.kind]
 	if !ok || r.token != m.token {
@@ -404,14 +430,14 @@ func (a *pool) onTimer(m *timerFired) {
 	switch m.kind {
 	case tStartup:
 		if a.st.State == StatePreload {
-			a.fail("startup_timeout", fmt.Errorf("engine not ready within startup_timeout %s", a.cfg.StartupTimeout))
+			a.fail(ReasonStartupTimeout, fmt.Errorf("engine not ready within startup_timeout %s", a.cfg.StartupTimeout))
 		}
 	case tStall:
 		a.checkStall()
 	case tRestart:
 		a.restartDue = true
 		if a.st.State == StateBackoff && a.proc == nil {
-			a.startPreload("backoff elapsed")
+			a.startPreload(reasonRestart)
 		}
 	case tDrain:
 		a.onDrainDeadline()
@@ -435,7 +461,7 @@ func (a *pool) checkStall() {
 	}
 	idle := a.now().Sub(last)
 	if idle >= a.cfg.StallTimeout {
-		a.fail("stall_timeout", fmt.Errorf("engine stalled: no output and no readiness change for %s (stall_timeout %s)", idle.Round(time.Millisecond), a.cfg.StallTimeout))
+		a.fail(ReasonStallTimeout, fmt.Errorf("engine stalled: no output and no readiness change for %s (stall_timeout %s)", idle.Round(time.Millisecond), a.cfg.StallTimeout))
 		return
 	}
 	a.armTimer(tStall, a.cfg.StallTimeout-idle)

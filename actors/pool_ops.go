@@ -26,11 +26,11 @@ func (a *pool) handleDrain(m *Drain) *CommandReply {
 		reason = "drain"
 	}
 	if r := a.reload; r != nil {
-		a.finishReload("cancelled", false, "cancelled by a drain ("+reason+")")
+		a.finishReload(ReloadCancelled, false, "cancelled by a drain ("+reason+")")
 		if a.drain != nil {
 			a.drain.then = nil // the drain now ends in stopped
 		}
-		if r.phase != "drain" {
+		if r.phase != phaseDrain {
 			a.setCfg(r.old) // the new model never became ready: a later start runs the old one
 		}
 	}
@@ -77,6 +77,9 @@ func (a *pool) beginDrain(deadline time.Duration, reason string, then func()) {
 	}
 }
 
+// armTimerIfSooner moves a drain's deadline earlier, never later: a second
+// drain request (draining) with a shorter deadline re-arms tDrain, a longer
+// one keeps the first.
 func (a *pool) armTimerIfSooner(deadline time.Duration) {
 	at := a.now().Add(deadline)
 	if at.Before(a.drainDeadlineAt) {
@@ -94,6 +97,10 @@ const (
 	queueNone                      // the engine does not report its queue: leases alone decide
 )
 
+// onLeases takes the registry's count of a pool's active leases (any state;
+// only a drain that has not begun stopping its engine uses it): a drain stops
+// the engine once the count is 0 and nothing is in flight, or, past its
+// deadline, once the count is known at all.
 func (a *pool) onLeases(n int) {
 	if a.drain == nil || a.drain.stopping {
 		return
@@ -132,6 +139,9 @@ func (a *pool) drainOnMetrics(m *engineMetrics) {
 	a.drainMaybeStop()
 }
 
+// drainQueueWhy is the detail of drain.no_engine_queue: why the engine's
+// queue cannot hold the drain (err is the scrape's, nil when the page lacks
+// the series).
 func drainQueueWhy(err error) string {
 	if err != nil {
 		return "scrape failed: " + err.Error() + "; the drain waits for leases only"
@@ -198,6 +208,9 @@ func (a *pool) onDrainDeadline() {
 	}
 }
 
+// drainStop ends a drain's wait (once: later calls do nothing): it cancels
+// tDrain and stops the engine, then finishDrain records the drain, forced
+// when leases or in-flight requests remained, with the last lease count.
 func (a *pool) drainStop(forced bool) {
 	d := a.drain
 	if d.stopping {
@@ -212,6 +225,11 @@ func (a *pool) drainStop(forced bool) {
 	a.stopEngine(func() { a.finishDrain(forced, final) })
 }
 
+// finishDrain records a drain that has stopped its engine (draining; nothing
+// when no drain runs): last_drain, drains_total and drain.finished with the
+// final lease count (final[0], 0 when absent). A reload's drain then
+// continues with the reload's next step (drainOp.then); any other drain ends
+// in stopped.
 func (a *pool) finishDrain(forced bool, final ...int) {
 	d := a.drain
 	if d == nil {
@@ -241,6 +259,17 @@ func (a *pool) finishDrain(forced bool, final ...int) {
 
 // ---- reload ----
 
+// handleReload answers a Reload (the API's, or a SIGHUP's config change in
+// m.Config). It refuses, touching nothing, while another reload runs
+// (RELOAD_IN_PROGRESS), while draining (POOL_DRAINING; a SIGHUP config is
+// taken, not started, in stopped and draining), and when the preflight of
+// the new model and config fails (PREFLIGHT_FAILED: the engine keeps its pid,
+// the pool its state and last_error). Otherwise it promises one
+// ReloadResult on m.Result (when set) and one reload.finished: from ready it
+// drains the old engine (drain_deadline or m.Deadline) first; from preload,
+// backoff, stopped or failed (the breaker closes) it stops what runs and
+// starts the new model at once (reloadStartNew). A new model that fails is
+// rolled back to the old one (rollback).
 func (a *pool) handleReload(m *Reload) *CommandReply {
 	if a.reload != nil {
 		return &CommandReply{State: a.st.State, Err: &Error{Code: CodeReloadInProgress, Message: "a reload of pool " + quote(a.cfg.ID) + " is already running"}}
@@ -278,7 +307,7 @@ func (a *pool) handleReload(m *Reload) *CommandReply {
 		a.policy.Reset()
 		a.st.ConsecutiveFailures = 0
 	}
-	a.reload = &reloadOp{old: a.cfg, new: next, start: a.now(), phase: "drain", result: m.Result}
+	a.reload = &reloadOp{old: a.cfg, new: next, start: a.now(), phase: phaseDrain, result: m.Result}
 	a.st.Reloading = true
 	a.dirty = true
 	a.log.Info("reload.started", a.withCID([]any{"model_ref", next.ModelRef, "engine_version", next.EngineVersion,
@@ -374,12 +403,15 @@ func findDevice(snap []gpu.Device, id string) (gpu.Device, bool) {
 	return gpu.Device{}, false
 }
 
+// reloadStartNew is a reload's second phase, once the old engine is gone:
+// the pool takes the new config and preloads it (phase new). Without a
+// reload in progress (a drain cancelled it) it does nothing.
 func (a *pool) reloadStartNew() {
 	r := a.reload
 	if r == nil {
 		return
 	}
-	r.phase = "new"
+	r.phase = phaseNew
 	a.setCfg(r.new)
 	a.startPreload("reload")
 }
@@ -393,9 +425,13 @@ func (a *pool) setCfg(c config.Pool) {
 	a.applyCfgToStatus()
 }
 
+// rollback handles a new model that failed during a reload (phase new): it
+// records why as last_error, stops the failed engine and preloads the old
+// config again (phase rollback). Ready again: rolled_back; failing again:
+// failed (see fail).
 func (a *pool) rollback(why string) {
 	r := a.reload
-	r.phase = "rollback"
+	r.phase = phaseRollback
 	r.err = why
 	a.setError(fmt.Sprintf("reload to %s (%s) failed: %s; rolling back to %s (%s)",
 		r.new.ModelRef, r.new.EngineVersion, why, r.old.ModelRef, r.old.EngineVersion))
@@ -406,14 +442,18 @@ func (a *pool) rollback(why string) {
 	})
 }
 
-func (a *pool) finishReload(result string, rolledBack bool, errMsg string) {
+// finishReload ends the reload in progress with result: last_reload,
+// reloads_total and reload.finished, then, when the caller waits
+// (wait:true), one ReloadResult, sent after the status is published so the
+// registry already shows the outcome. It changes no state: the caller has.
+func (a *pool) finishReload(result ReloadOutcome, rolledBack bool, errMsg string) {
 	r := a.reload
 	a.reload = nil
 	a.st.Reloading = false
 	dur := a.now().Sub(r.start)
-	a.st.LastReload = &ReloadInfo{Result: result, RolledBack: rolledBack, DurationMS: dur.Milliseconds(), Error: errMsg}
+	a.st.LastReload = &ReloadInfo{Result: string(result), RolledBack: rolledBack, DurationMS: dur.Milliseconds(), Error: errMsg}
 	a.dirty = true
-	a.d.Observer.Reload(a.cfg.ID, result)
+	a.d.Observer.Reload(a.cfg.ID, string(result))
 	a.log.Info("reload.finished", "result", result, "rolled_back", rolledBack, "duration_ms", dur.Milliseconds(),
 		"engine_version", a.cfg.EngineVersion, "model_ref", a.cfg.ModelRef)
 	if r.result != nil {
@@ -427,6 +467,11 @@ func (a *pool) finishReload(result string, rolledBack bool, errMsg string) {
 
 // ---- start ----
 
+// handleStart answers a Start. In preload and ready, and while a reload runs
+// (it brings the pool up by itself), it changes nothing (Changed false);
+// draining refuses with POOL_DRAINING. In stopped, backoff and failed it
+// closes the breaker, resets consecutive_failures, clears the XID marks of
+// the pool's devices, and preloads once any engine still stopping is gone.
 func (a *pool) handleStart() *CommandReply {
 	if a.reload != nil { // the reload brings the pool up (or back) by itself
 		return &CommandReply{State: a.st.State}
@@ -449,6 +494,9 @@ func (a *pool) handleStart() *CommandReply {
 
 // ---- GPU health ----
 
+// onGPUEvent fails the engine (gpu_xid) when an XID error hits a device the
+// pool uses and an engine runs that is not already being stopped (preload
+// or ready, in practice); other events are ignored.
 func (a *pool) onGPUEvent(ev gpu.Event) {
 	uses := false
 	for _, d := range a.st.Devices {
@@ -460,9 +508,12 @@ func (a *pool) onGPUEvent(ev gpu.Event) {
 		return
 	}
 	a.log.Error("gpu.xid", "uuid", ev.UUID, "xid", ev.XID, "device_level", ev.DeviceLevel, "message", ev.Message)
-	a.fail("gpu_xid", fmt.Errorf("gpu: XID %d on %s: %s", ev.XID, ev.UUID, ev.Message))
+	a.fail(ReasonGPUXid, fmt.Errorf("gpu: XID %d on %s: %s", ev.XID, ev.UUID, ev.Message))
 }
 
+// onDevices refreshes the free memory of the pool's own devices from a GPU
+// snapshot (any state; nothing for a pool without devices), copying the
+// slice so the status the registry holds is never written to.
 func (a *pool) onDevices(devs []gpu.Device) {
 	if len(a.st.Devices) == 0 {
 		return

@@ -246,6 +246,13 @@ func (a *pool) pollReadinessWith(ctx context.Context, gen uint64, proc *engine.P
 	}
 }
 
+// onSpawned adopts the engine a preload spawned, when it is the current
+// attempt's (same generation), the pool is still in preload and holds no
+// engine; anything else is stale and its engine is stopped in the
+// background, never left running. Adopting records pid, url, containment,
+// start time and devices, counts the start, and counts a restart
+// (restart_count, restarts_total with the failure's reason) when the attempt
+// followed a failure. The pool stays in preload until readiness answers.
 func (a *pool) onSpawned(m *spawned) {
 	if m.gen != a.gen || a.st.State != StatePreload || a.proc != nil {
 		a.log.Info("engine.stale_spawn", "pid", m.proc.Pid())
@@ -278,6 +285,12 @@ func (a *pool) stopProc(p *engine.Process, grace time.Duration) engine.Exit {
 	return p.Stop(grace)
 }
 
+// becomeReady handles the first readiness success of the current attempt
+// (preload, with its engine adopted; Receive checks): it cancels the startup
+// and stall timers, tells the policy (reset_after counts from now), resets
+// consecutive_failures, goes to ready, and starts liveness and, with
+// metrics_path, the queue scraper for this engine. A reload in phase new
+// ends succeeded; one in phase rollback ends rolled_back.
 func (a *pool) becomeReady() {
 	a.abandonTimersOnly()
 	now := a.now()
@@ -307,11 +320,15 @@ func (a *pool) becomeReady() {
 	}
 }
 
+// abandonTimersOnly cancels the preload's timers (startup, stall) without
+// abandoning the preload goroutine: a preload that became ready, or is
+// being drained, keeps its engine.
 func (a *pool) abandonTimersOnly() {
 	a.cancelTimer(tStartup)
 	a.cancelTimer(tStall)
 }
 
+// procPid is the current engine's pid, 0 without one (for logs).
 func (a *pool) procPid() int {
 	if a.proc == nil {
 		return 0
@@ -523,6 +540,8 @@ func (a *pool) onLiveness(m *livenessResult) {
 	}
 }
 
+// probeWhy is a failed probe's reason for logs and last_error: its error,
+// or the HTTP status it answered with.
 func probeWhy(r engine.ProbeResult) string {
 	if r.Err != nil {
 		return r.Err.Error()
@@ -534,6 +553,11 @@ func probeWhy(r engine.ProbeResult) string {
 // those spawns count in restart_count and restarts_total.
 const reasonRestart = "backoff elapsed"
 
+// onExited handles the current engine ending by itself (any state): an exit
+// we asked for (stopReq) or of an abandoned engine is onStopped's. It
+// classifies the exit from its status and last output lines
+// (engine.Classify), logs engine.exited and fails the pool with the class as
+// reason and exitMessage as last_error.
 func (a *pool) onExited(m *exited) {
 	if m.proc != a.proc || a.stopReq {
 		return // we asked for it (or it is an abandoned engine): onStopped handles it
@@ -547,7 +571,7 @@ func (a *pool) onExited(m *exited) {
 		attrs = append(attrs, "signal", ex.Signal)
 	}
 	a.log.Warn("engine.exited", attrs...)
-	a.fail(c.Reason, errors.New(exitMessage(ex, c)))
+	a.fail(FailureReason(c.Reason), errors.New(exitMessage(ex, c)))
 }
 
 // exitMessage is the last_error of an unexpected exit: its class, how it
@@ -570,6 +594,7 @@ func exitMessage(ex engine.Exit, c engine.Classification) string {
 	return msg
 }
 
+// truncate cuts s to n bytes, marking the cut with "…".
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -577,15 +602,21 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// fail handles any failure of the current attempt or engine.
-func (a *pool) fail(reason string, err error) {
+// fail handles any failure of the current attempt or engine (preload or
+// ready, and a draining engine that died): it abandons the attempt, records
+// last_error, counts failures_total{reason} and logs pool.failure. In a
+// reload, a failing new model is rolled back and a failing rollback ends the
+// reload failed. A drain whose engine died is finished. Otherwise the policy
+// decides: backoff (next_restart_at; the next preload starts once the delay
+// has passed and the engine is gone) or, with the breaker open, failed.
+func (a *pool) fail(reason FailureReason, err error) {
 	now := a.now()
 	if a.st.State == StatePreload {
 		a.d.Observer.Preload(a.cfg.ID, "failed", now.Sub(a.preloadStart))
 	}
 	a.abandonRun()
 	a.setError(err.Error())
-	a.d.Observer.Failure(a.cfg.ID, reason)
+	a.d.Observer.Failure(a.cfg.ID, string(reason))
 	attrs := []any{"reason", reason, "last_error", err.Error()}
 	if a.proc != nil {
 		attrs = append(attrs, "pid", a.proc.Pid())
@@ -593,11 +624,11 @@ func (a *pool) fail(reason string, err error) {
 	a.log.Warn("pool.failure", attrs...)
 	if r := a.reload; r != nil {
 		switch r.phase {
-		case "new":
+		case phaseNew:
 			a.rollback(err.Error())
 			return
-		case "rollback":
-			a.finishReload("failed", false, r.err+"; starting the previous model failed too: "+err.Error())
+		case phaseRollback:
+			a.finishReload(ReloadFailed, false, r.err+"; starting the previous model failed too: "+err.Error())
 		}
 	}
 	if a.drain != nil { // the engine died while draining: the drain is done
@@ -606,18 +637,18 @@ func (a *pool) fail(reason string, err error) {
 	}
 	dec := a.policy.Failure(now)
 	a.st.ConsecutiveFailures++
-	a.restartReason = reason // restarts_total's label once the restart spawns
+	a.restartReason = string(reason) // restarts_total's label once the restart spawns
 	if dec.GiveUp {
 		a.transition(StateFailed, fmt.Sprintf("breaker open: %d failures within %s (last: %s)", dec.InWindow, a.cfg.Restart.Window, reason))
 		a.stopEngine(nil)
 		return
 	}
 	a.st.NextRestartAtMS = ptr(now.Add(dec.Delay).UnixMilli())
-	a.transition(StateBackoff, reason)
+	a.transition(StateBackoff, string(reason))
 	a.armTimer(tRestart, dec.Delay)
 	a.stopEngine(func() {
 		if a.restartDue && a.st.State == StateBackoff {
-			a.startPreload("backoff elapsed")
+			a.startPreload(reasonRestart)
 		}
 	})
 }
@@ -645,6 +676,10 @@ func (a *pool) stopEngine(then func()) {
 	}()
 }
 
+// onStopped handles the end of an engine stop we asked for (stopEngine; any
+// state): it clears the engine from the status (pid, url, live, started_at,
+// engine metrics) and runs the continuation the stop was asked with. A stop
+// report for an engine that is no longer current is ignored.
 func (a *pool) onStopped(m *engineStopped) {
 	if m.proc != a.proc {
 		return

@@ -139,6 +139,8 @@ func (r *Registry) handle(ctx actor.Context) any {
 	return nil
 }
 
+// resort rebuilds the sorted list of pool ids (after a pool is registered
+// or removed), the order every listing and placement scan uses.
 func (r *Registry) resort() {
 	r.sorted = r.sorted[:0]
 	for id := range r.pools {
@@ -155,6 +157,12 @@ func (r *Registry) view(e *entry) PoolStatus {
 	return s
 }
 
+// update takes a pool actor's StatusUpdate, only from the actor the pool is
+// registered with (a removed pool's old actor is ignored). A pool that is
+// neither ready nor draining loses its leases; a draining pool is told its
+// lease count; each transition is numbered into the event backlog and sent
+// to every subscriber, and a subscriber whose channel is full is dropped
+// (its channel closed) rather than block the registry.
 func (r *Registry) update(ctx actor.Context, m *StatusUpdate) {
 	e, ok := r.pools[m.Status.PoolID]
 	if !ok || (m.PID != nil && !m.PID.Equal(e.pid)) {
@@ -185,6 +193,7 @@ func (r *Registry) update(ctx actor.Context, m *StatusUpdate) {
 	}
 }
 
+// dropLeases forgets every lease of e and stops their expiry timers.
 func (r *Registry) dropLeases(e *entry) {
 	if len(e.leases) > 0 {
 		r.pub.mark(e.status.PoolID)
@@ -197,10 +206,13 @@ func (r *Registry) dropLeases(e *entry) {
 	}
 }
 
+// notFound is the POOL_NOT_FOUND error for pool id.
 func notFound(id string) *Error {
 	return &Error{Code: CodePoolNotFound, Message: "no pool with id " + quote(id)}
 }
 
+// quote puts s in double quotes for an error message (no escaping: ids are
+// validated by the config).
 func quote(s string) string { return "\"" + s + "\"" }
 
 // leasable says why a lease cannot be allocated on e, or nil.
@@ -237,6 +249,8 @@ func retryAfter(now time.Time, s PoolStatus) int64 {
 	return 1000
 }
 
+// allocate grants a new lease on e (the caller checked it may), with an
+// expiry timer on the registry's clock when ttl > 0.
 func (r *Registry) allocate(ctx actor.Context, e *entry, ttl time.Duration) Lease {
 	id := newLeaseID()
 	l := &lease{}
@@ -256,6 +270,9 @@ func (r *Registry) allocate(ctx actor.Context, e *entry, ttl time.Duration) Leas
 	return out
 }
 
+// release ends lease leaseID of pool poolID: POOL_NOT_FOUND or
+// LEASE_NOT_FOUND (unknown, expired, released, or dropped when the pool
+// stopped) when there is none; a draining pool hears its new count.
 func (r *Registry) release(ctx actor.Context, poolID, leaseID string) *ReleaseReply {
 	e, ok := r.pools[poolID]
 	if !ok {
@@ -303,6 +320,9 @@ func (r *Registry) place(ctx actor.Context, m *Place) *LeaseReply {
 	return &LeaseReply{Lease: r.allocate(ctx, best, m.TTL)}
 }
 
+// better is placement's order: fewer active leases first, then more free
+// VRAM on the tightest device (when both pools report devices), then the
+// smaller pool id, so equal pools are chosen deterministically.
 func better(a, b *entry) bool {
 	if la, lb := len(a.leases), len(b.leases); la != lb {
 		return la < lb
@@ -330,6 +350,10 @@ func freeVRAM(s PoolStatus) (uint64, bool) {
 	return min, true
 }
 
+// placementRetry is the retry_after_ms of a refused placement over ids: the
+// soonest any candidate may take a lease (busyRetryMS for a ready pool whose
+// slots are full, the backoff's time left for one coming up), or 5 s when
+// none is coming up (stopped, failed, draining).
 func (r *Registry) placementRetry(ids []string) int64 {
 	best := int64(0)
 	now := r.clock.Now()
@@ -354,6 +378,7 @@ func (r *Registry) placementRetry(ids []string) int64 {
 	return best
 }
 
+// newLeaseID is a random lease id, "ls_" and 24 hex digits.
 func newLeaseID() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])

@@ -118,4 +118,5 @@ type Transition struct {
 	Seq uint64 `json:"-"`
 }
 
+// ptr returns a pointer to a copy of v (for the status's nullable fields).
 func ptr[T any](v T) *T { return &v }

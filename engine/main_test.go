@@ -13,6 +13,7 @@ import (
 
 	"github.com/pool-managerd/pool-managerd/engine"
 	"github.com/pool-managerd/pool-managerd/engine/sim"
+	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
 
 // simEnv makes a re-executed test binary run the simulator (Fake processes
@@ -129,13 +130,7 @@ func startSim(t *testing.T, sink *engine.Sink, args ...string) (*engine.Process,
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, timeout, what, cond)
 }
 
 // waitLines waits until the sink holds n lines containing substr and

@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/pool-managerd/pool-managerd/internal/proc"
 )
 
 // GGUFVersions are the GGUF format versions CheckModel accepts.
@@ -241,37 +243,14 @@ func GroupRSSMiB(pgid int) uint64 {
 	page := uint64(os.Getpagesize())
 	var pages uint64
 	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		grp, rss, ok := statGroupRSS(string(b))
-		if ok && grp == pgid {
-			pages += rss
+		st, err := proc.ReadStat(pid)
+		if err == nil && st.PGrp == pgid {
+			pages += st.RSSPages
 		}
 	}
 	return pages * page >> 20
-}
-
-// statGroupRSS reads the process group (field 5) and rss in pages (field 24)
-// of a /proc/PID/stat line. The command (field 2) may hold spaces and
-// parentheses, so fields are counted from the last ')'.
-func statGroupRSS(stat string) (pgrp int, rssPages uint64, ok bool) {
-	i := strings.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, 0, false
-	}
-	f := strings.Fields(stat[i+1:]) // f[0] is field 3 (state)
-	if len(f) < 22 {
-		return 0, 0, false
-	}
-	g, err1 := strconv.Atoi(f[2])
-	r, err2 := strconv.ParseUint(f[21], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, 0, false
-	}
-	return g, r, true
 }

@@ -5,16 +5,10 @@
 package engine
 
 import (
-	"bytes"
-	"fmt"
-	"os"
-	"strconv"
 	"time"
-)
 
-// clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat. It
-// is 100 on every Linux architecture the daemon runs on.
-const clockTicks = 100
+	"github.com/pool-managerd/pool-managerd/internal/proc"
+)
 
 // ProcStat is one reading of /proc/PID/stat.
 type ProcStat struct {
@@ -29,32 +23,11 @@ type ProcStat struct {
 // code at all until SIGCONT.
 func (s ProcStat) Stopped() bool { return s.State == 'T' || s.State == 't' }
 
-// ReadProcStat reads /proc/PID/stat.
+// ReadProcStat reads /proc/PID/stat (parsed by internal/proc).
 func ReadProcStat(pid int) (ProcStat, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	st, err := proc.ReadStat(pid)
 	if err != nil {
 		return ProcStat{}, err
 	}
-	return parseProcStat(b)
-}
-
-// parseProcStat parses "pid (comm) state ppid ... utime stime ...". comm may
-// hold spaces and parentheses, so fields are counted after its last ')'.
-func parseProcStat(b []byte) (ProcStat, error) {
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return ProcStat{}, fmt.Errorf("proc stat: malformed %q", b)
-	}
-	f := bytes.Fields(b[i+1:])
-	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
-	if len(f) < 13 || len(f[0]) != 1 {
-		return ProcStat{}, fmt.Errorf("proc stat: malformed %q", b)
-	}
-	ut, err1 := strconv.ParseUint(string(f[11]), 10, 64)
-	st, err2 := strconv.ParseUint(string(f[12]), 10, 64)
-	if err1 != nil || err2 != nil {
-		return ProcStat{}, fmt.Errorf("proc stat: malformed times in %q", b)
-	}
-	cpu := time.Duration(ut+st) * (time.Second / clockTicks)
-	return ProcStat{State: f[0][0], CPU: cpu}, nil
+	return ProcStat{State: st.State, CPU: st.CPU()}, nil
 }

@@ -13,11 +13,10 @@ import (
 	"time"
 )
 
-// Defaults a caller may pass to NewSink.
+// The ring size NewSink uses when given none, and the byte budget every
+// rate-limited sink applies on top of its line rate.
 const (
 	DefaultRingSize = 1000 // the logs endpoint serves at most 1000 lines
-	DefaultLogRate  = 100  // lines per second forwarded to the logger, sustained
-	DefaultLogBurst = 500  // a model load prints a few hundred lines at once
 
 	// The byte budget bites only on long lines: a few hundred lines of
 	// model loading are some tens of KiB, a vLLM config dump a few KiB.

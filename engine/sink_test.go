@@ -236,7 +236,7 @@ func TestSinkByteLimit(t *testing.T) {
 func TestLongLineFloodIsBounded(t *testing.T) {
 	t.Parallel()
 	var logs logBuffer
-	sink := engine.NewSink(slog.New(slog.NewJSONHandler(&logs, nil)), 1000, engine.DefaultLogRate, engine.DefaultLogBurst)
+	sink := engine.NewSink(slog.New(slog.NewJSONHandler(&logs, nil)), 1000, 200, 400) // the line rate and burst actors pass
 	start := time.Now()
 	p, err := engine.Start(engine.Spec{PoolID: t.Name(), Sink: sink,
 		Argv: []string{"sh", "-c", `exec yes "$(printf '%*s' 100000 '' | tr ' ' x)"`}})

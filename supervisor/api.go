@@ -29,7 +29,7 @@ const maxBody = 64 << 10
 type route struct {
 	method, path string
 	access       access
-	h            func(w http.ResponseWriter, r *http.Request) (int, error)
+	h            func(w http.ResponseWriter, r *http.Request) error // writes the answer, or returns the error wrap renders
 }
 
 // access says who may call a route, and when.
@@ -53,17 +53,34 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Message }
 
+// Codes the API answers by itself (request, routing and auth problems);
+// every other code is one of actors.Code*, which the actors answer with.
+const (
+	codeUnauthorized       = "UNAUTHORIZED"
+	codeNotFound           = "NOT_FOUND"
+	codeMethodNotAllowed   = "METHOD_NOT_ALLOWED"
+	codePayloadTooLarge    = "PAYLOAD_TOO_LARGE"
+	codeInvalidModelRef    = "INVALID_MODEL_REF"
+	codeModelRefNotAllowed = "MODEL_REF_NOT_ALLOWED"
+)
+
 // statusOf maps error codes to HTTP status codes.
 var statusOf = map[string]int{
-	"INVALID_PARAMS": 400, "UNAUTHORIZED": 401, "POOL_NOT_FOUND": 404, "LEASE_NOT_FOUND": 404,
-	"POOL_UNREADY": 409, "POOL_DRAINING": 409, "POOL_BUSY": 409, "RELOAD_IN_PROGRESS": 409,
-	"RELOAD_FAILED": 409, "PREFLIGHT_FAILED": 409, "POOL_UNAVAILABLE": 503, "PAYLOAD_TOO_LARGE": 413, "NOT_FOUND": 404,
-	"METHOD_NOT_ALLOWED": 405, "INTERNAL": 500, "INVALID_MODEL_REF": 400, "MODEL_REF_NOT_ALLOWED": 403,
+	actors.CodeInvalidParams: 400, codeInvalidModelRef: 400,
+	codeUnauthorized:        401,
+	codeModelRefNotAllowed:  403,
+	actors.CodePoolNotFound: 404, actors.CodeLeaseNotFound: 404, codeNotFound: 404,
+	codeMethodNotAllowed:   405,
+	actors.CodePoolUnready: 409, actors.CodePoolDraining: 409, actors.CodePoolBusy: 409, actors.CodeReloadInProgress: 409,
+	actors.CodeReloadFailed: 409, actors.CodePreflightFailed: 409,
+	codePayloadTooLarge:        413,
+	actors.CodeInternal:        500,
+	actors.CodePoolUnavailable: 503,
 }
 
 // retriable says whether a caller may retry the same request later.
-var retriable = map[string]bool{"POOL_UNREADY": true, "POOL_BUSY": true, "POOL_UNAVAILABLE": true,
-	"RELOAD_IN_PROGRESS": true, "INTERNAL": true}
+var retriable = map[string]bool{actors.CodePoolUnready: true, actors.CodePoolBusy: true, actors.CodePoolUnavailable: true,
+	actors.CodeReloadInProgress: true, actors.CodeInternal: true}
 
 func errf(code, format string, args ...any) *apiError {
 	return &apiError{status: statusOf[code], Code: code, Message: fmt.Sprintf(format, args...), Retriable: retriable[code]}
@@ -117,23 +134,23 @@ func (d *Daemon) routes() http.Handler {
 	// path exists under another method. Like every route but the probes, it
 	// needs the token when one is set, so routes cannot be enumerated
 	// without it.
-	mux.Handle("/", d.wrap(route{path: "unmatched", access: token, h: func(w http.ResponseWriter, r *http.Request) (int, error) {
+	mux.Handle("/", d.wrap(route{path: "unmatched", access: token, h: func(w http.ResponseWriter, r *http.Request) error {
 		for p, methods := range paths {
 			probe := r.Clone(r.Context())
 			for _, m := range methods {
 				probe.Method = m
 				if _, pat := mux.Handler(probe); pat == m+" "+p {
 					w.Header().Set("Allow", strings.Join(methods, ", "))
-					return 0, errf("METHOD_NOT_ALLOWED", "%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(methods, ", "))
+					return errf(codeMethodNotAllowed, "%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(methods, ", "))
 				}
 			}
 		}
-		return 0, notFound(r)
+		return notFound(r)
 	}}))
 	// A path that is not clean ("//", ".", "..", a trailing "/") would get
 	// ServeMux's redirect with an HTML body: answer JSON 404 instead.
-	unclean := d.wrap(route{path: "unclean", access: token, h: func(w http.ResponseWriter, r *http.Request) (int, error) {
-		return 0, notFound(r)
+	unclean := d.wrap(route{path: "unclean", access: token, h: func(w http.ResponseWriter, r *http.Request) error {
+		return notFound(r)
 	}})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p := r.URL.Path; path.Clean(p) != p {
@@ -145,7 +162,7 @@ func (d *Daemon) routes() http.Handler {
 }
 
 func notFound(r *http.Request) *apiError {
-	return errf("NOT_FOUND", "no route %s %s", r.Method, r.URL.Path)
+	return errf(codeNotFound, "no route %s %s", r.Method, r.URL.Path)
 }
 
 // statusWriter records the status code for logs and metrics.
@@ -205,7 +222,7 @@ func (d *Daemon) wrap(rt route) http.Handler {
 			if p := recover(); p != nil {
 				d.log.Error("api.panic", "panic", fmt.Sprint(p), "route", label, "correlation_id", cid)
 				if sw.code == 0 {
-					writeErr(sw, errf("INTERNAL", "internal error (correlation id %s)", cid))
+					writeErr(sw, errf(actors.CodeInternal, "internal error (correlation id %s)", cid))
 				}
 			}
 			d.metrics.ObserveAPI(label, sw.code, time.Since(start))
@@ -223,15 +240,15 @@ func (d *Daemon) wrap(rt route) http.Handler {
 				msg += fmt.Sprintf("; %s needs the token the daemon (running as root without auth.token_file) wrote to %s",
 					r.Method, d.opts.WriteTokenFile)
 			}
-			writeErr(sw, errf("UNAUTHORIZED", "%s", msg))
+			writeErr(sw, errf(codeUnauthorized, "%s", msg))
 			return
 		}
 		if rt.access == newWork && d.shuttingDown() {
-			writeErr(sw, errf("POOL_UNAVAILABLE", "daemon is shutting down"))
+			writeErr(sw, errf(actors.CodePoolUnavailable, "daemon is shutting down"))
 			return
 		}
 		r.Body = http.MaxBytesReader(sw, r.Body, maxBody)
-		code, err := rt.h(sw, r)
+		err := rt.h(sw, r)
 		if err != nil && r.Context().Err() != nil && errors.Is(err, r.Context().Err()) {
 			return // the client went away (e.g. during reload wait:true): nobody to answer
 		}
@@ -239,12 +256,11 @@ func (d *Daemon) wrap(rt route) http.Handler {
 			var ae *apiError
 			if !errors.As(err, &ae) {
 				d.log.Error("api.internal_error", "err", err, "route", label, "correlation_id", cid)
-				ae = errf("INTERNAL", "%v", err)
+				ae = errf(actors.CodeInternal, "%v", err)
 			}
 			writeErr(sw, ae)
 			return
 		}
-		_ = code
 	})
 }
 
@@ -321,9 +337,9 @@ func decode(r *http.Request, v any) error {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return errf("PAYLOAD_TOO_LARGE", "request body over %d bytes", mbe.Limit)
+			return errf(codePayloadTooLarge, "request body over %d bytes", mbe.Limit)
 		}
-		return errf("INVALID_PARAMS", "read body: %v", err)
+		return errf(actors.CodeInvalidParams, "read body: %v", err)
 	}
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
@@ -333,7 +349,7 @@ func decode(r *http.Request, v any) error {
 		// A JSON value that is not an object ([], 5, "x", null), or no JSON
 		// at all: the first token tells them apart.
 		if _, err := json.NewDecoder(bytes.NewReader(body)).Token(); err == nil {
-			return errf("INVALID_PARAMS", "request body must be a JSON object")
+			return errf(actors.CodeInvalidParams, "request body must be a JSON object")
 		}
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -341,19 +357,19 @@ func decode(r *http.Request, v any) error {
 	if err := dec.Decode(v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return errf("INVALID_PARAMS", "field %q must be %s, not %s", te.Field, describeField(v, te), describeJSON(te.Value))
+			return errf(actors.CodeInvalidParams, "field %q must be %s, not %s", te.Field, describeField(v, te), describeJSON(te.Value))
 		}
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
-			return errf("INVALID_PARAMS", "invalid JSON body at byte %d: %s", se.Offset, strings.TrimPrefix(se.Error(), "json: "))
+			return errf(actors.CodeInvalidParams, "invalid JSON body at byte %d: %s", se.Offset, strings.TrimPrefix(se.Error(), "json: "))
 		}
 		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return errf("INVALID_PARAMS", "invalid JSON body: it ends too early")
+			return errf(actors.CodeInvalidParams, "invalid JSON body: it ends too early")
 		}
-		return errf("INVALID_PARAMS", "invalid JSON body: %v", strings.TrimPrefix(err.Error(), "json: "))
+		return errf(actors.CodeInvalidParams, "invalid JSON body: %v", strings.TrimPrefix(err.Error(), "json: "))
 	}
 	if dec.More() {
-		return errf("INVALID_PARAMS", "invalid JSON body: trailing data after the object")
+		return errf(actors.CodeInvalidParams, "invalid JSON body: trailing data after the object")
 	}
 	return nil
 }
@@ -450,7 +466,7 @@ func msDuration(field string, v *int64) (time.Duration, error) {
 		return -1, nil
 	}
 	if *v < 0 || *v > maxMS {
-		return 0, errf("INVALID_PARAMS", "%s must be between 0 and %d (one year), got %d", field, maxMS, *v)
+		return 0, errf(actors.CodeInvalidParams, "%s must be between 0 and %d (one year), got %d", field, maxMS, *v)
 	}
 	return time.Duration(*v) * time.Millisecond, nil
 }

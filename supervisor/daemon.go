@@ -193,9 +193,6 @@ func CheckUsers(pools []config.Pool) error {
 // Handler is the HTTP API (for tests and for Start).
 func (d *Daemon) Handler() http.Handler { return d.routes() }
 
-// Metrics exposes the daemon's metrics registry.
-func (d *Daemon) Metrics() *Metrics { return d.metrics }
-
 // Start listens (ln nil: on the configured address), sweeps orphans,
 // starts the actor system and every pool, and begins serving the API on ln.
 func (d *Daemon) Start(ln net.Listener) error {

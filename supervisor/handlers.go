@@ -17,34 +17,34 @@ import (
 	"github.com/pool-managerd/pool-managerd/config"
 )
 
-func (d *Daemon) getHealthz(w http.ResponseWriter, r *http.Request) (int, error) {
+func (d *Daemon) getHealthz(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, 200, map[string]string{"status": "ok", "version": Version})
-	return 200, nil
+	return nil
 }
 
-func (d *Daemon) getReadyz(w http.ResponseWriter, r *http.Request) (int, error) {
+func (d *Daemon) getReadyz(w http.ResponseWriter, r *http.Request) error {
 	if !d.ready.Load() {
-		return 0, errf("POOL_UNAVAILABLE", "daemon is starting or stopping")
+		return errf(actors.CodePoolUnavailable, "daemon is starting or stopping")
 	}
 	if err := d.ping(r.Context()); err != nil { // readiness includes a registry that answers
-		return 0, errf("INTERNAL", "actor system does not answer: %v", err)
+		return errf(actors.CodeInternal, "actor system does not answer: %v", err)
 	}
 	writeJSON(w, 200, map[string]any{"status": "ready", "pools": d.view.Load().Len()})
-	return 200, nil
+	return nil
 }
 
-func (d *Daemon) getMetrics(w http.ResponseWriter, r *http.Request) (int, error) {
+func (d *Daemon) getMetrics(w http.ResponseWriter, r *http.Request) error {
 	promhttp.HandlerFor(d.metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
-	return 200, nil
+	return nil
 }
 
-func (d *Daemon) listPools(w http.ResponseWriter, r *http.Request) (int, error) {
+func (d *Daemon) listPools(w http.ResponseWriter, r *http.Request) error {
 	pools, err := d.snapshot(r.Context())
 	if err != nil {
-		return 0, err
+		return err
 	}
 	writeJSON(w, 200, map[string]any{"pools": pools})
-	return 200, nil
+	return nil
 }
 
 // pool looks a pool up in the registry's published state (no round trip).
@@ -54,18 +54,18 @@ func (d *Daemon) pool(ctx context.Context, id string) (*actors.PoolReply, error)
 	}
 	pr := d.view.Load().Pool(id)
 	if !pr.Found {
-		return nil, errf("POOL_NOT_FOUND", "no pool with id %q", id)
+		return nil, errf(actors.CodePoolNotFound, "no pool with id %q", id)
 	}
 	return &pr, nil
 }
 
-func (d *Daemon) getPool(w http.ResponseWriter, r *http.Request) (int, error) {
+func (d *Daemon) getPool(w http.ResponseWriter, r *http.Request) error {
 	pr, err := d.pool(r.Context(), r.PathValue("id"))
 	if err != nil {
-		return 0, err
+		return err
 	}
 	writeJSON(w, 200, pr.Status)
-	return 200, nil
+	return nil
 }
 
 // Health is GET /v1/pools/{id}/health (docs/contract.md §4).
@@ -101,10 +101,10 @@ type HealthMetrics struct {
 	RequestsDeferred    *float64 `json:"requests_deferred"`
 }
 
-func (d *Daemon) getPoolHealth(w http.ResponseWriter, r *http.Request) (int, error) {
+func (d *Daemon) getPoolHealth(w http.ResponseWriter, r *http.Request) error {
 	pr, err := d.pool(r.Context(), r.PathValue("id"))
 	if err != nil {
-		return 0, err
+		return err
 	}
 	s := pr.Status
 	h := Health{Live: s.Live, Ready: s.Ready, Draining: s.Draining, State: s.State, LastError: s.LastError,
@@ -117,36 +117,36 @@ func (d *Daemon) getPoolHealth(w http.ResponseWriter, r *http.Request) (int, err
 		h.Metrics.RequestsProcessing, h.Metrics.RequestsDeferred = &m.RequestsProcessing, &m.RequestsDeferred
 	}
 	writeJSON(w, 200, h)
-	return 200, nil
+	return nil
 }
 
 // maxTail is the most log lines one request returns (the ring's size).
 const maxTail = 1000
 
-func (d *Daemon) getLogs(w http.ResponseWriter, r *http.Request) (int, error) {
+func (d *Daemon) getLogs(w http.ResponseWriter, r *http.Request) error {
 	n := 100
 	if q := r.URL.Query().Get("tail"); q != "" {
 		v, err := strconv.Atoi(q)
 		if err != nil || v < 0 || v > maxTail {
-			return 0, errf("INVALID_PARAMS", "tail must be an integer between 0 and %d, got %q", maxTail, q)
+			return errf(actors.CodeInvalidParams, "tail must be an integer between 0 and %d, got %q", maxTail, q)
 		}
 		n = v
 	}
 	pr, err := d.pool(r.Context(), r.PathValue("id"))
 	if err != nil {
-		return 0, err
+		return err
 	}
 	res, err := d.ask(r.Context(), pr.PID, &actors.GetLogs{Tail: n})
 	if err != nil {
-		return 0, err
+		return err
 	}
 	lines := res.(*actors.LogsReply).Lines
 	if lines == nil {
 		writeJSON(w, 200, map[string]any{"lines": []any{}})
-		return 200, nil
+		return nil
 	}
 	writeJSON(w, 200, map[string]any{"lines": lines})
-	return 200, nil
+	return nil
 }
 
 // command sends a command to a pool actor and renders its reply. The pool
@@ -186,25 +186,25 @@ func (d *Daemon) shuttingDown() bool {
 	}
 }
 
-func (d *Daemon) postDrain(w http.ResponseWriter, r *http.Request) (int, error) {
+func (d *Daemon) postDrain(w http.ResponseWriter, r *http.Request) error {
 	var b drainBody
 	if err := decode(r, &b); err != nil {
-		return 0, err
+		return err
 	}
 	dl, err := msDuration("deadline_ms", b.DeadlineMS)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	pr, err := d.pool(r.Context(), r.PathValue("id"))
 	if err != nil {
-		return 0, err
+		return err
 	}
 	cr, err := d.command(r.Context(), pr.PID, &actors.Drain{Deadline: dl, Reason: "api", CorrelationID: correlationID(r)})
 	if err != nil {
-		return 0, err
+		return err
 	}
 	writeJSON(w, 202, map[string]any{"pool_id": pr.Status.PoolID, "state": cr.State})
-	return 202, nil
+	return nil
 }
 
 type reloadBody struct {
@@ -214,29 +214,29 @@ type reloadBody struct {
 	Wait          bool    `json:"wait"`
 }
 
-func (d *Daemon) postReload(w http.ResponseWriter, r *http.Request) (int, error) {
+func (d *Daemon) postReload(w http.ResponseWriter, r *http.Request) error {
 	var b reloadBody
 	if err := decode(r, &b); err != nil {
-		return 0, err
+		return err
 	}
 	if b.NewModelRef == nil || *b.NewModelRef == "" {
-		return 0, errf("INVALID_PARAMS", "new_model_ref is required")
+		return errf(actors.CodeInvalidParams, "new_model_ref is required")
 	}
 	if b.EngineVersion != nil {
 		if err := checkEngineVersion(*b.EngineVersion); err != nil {
-			return 0, err
+			return err
 		}
 	}
 	dl, err := msDuration("deadline_ms", b.DeadlineMS)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	pr, err := d.pool(r.Context(), r.PathValue("id"))
 	if err != nil {
-		return 0, err
+		return err
 	}
 	if err := d.checkReloadRef(pr.Status.PoolID, *b.NewModelRef); err != nil {
-		return 0, err
+		return err
 	}
 	msg := &actors.Reload{ModelRef: *b.NewModelRef, Deadline: dl, CorrelationID: correlationID(r)}
 	if b.EngineVersion != nil {
@@ -247,24 +247,24 @@ func (d *Daemon) postReload(w http.ResponseWriter, r *http.Request) (int, error)
 	}
 	cr, err := d.command(r.Context(), pr.PID, msg)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	if !b.Wait {
 		writeJSON(w, 202, map[string]any{"pool_id": pr.Status.PoolID, "state": cr.State})
-		return 202, nil
+		return nil
 	}
 	select {
 	case res := <-msg.Result:
-		if res.Result == "succeeded" {
+		if res.Result == actors.ReloadSucceeded {
 			writeJSON(w, 200, map[string]any{"pool_id": pr.Status.PoolID, "result": res.Result,
 				"engine_version": nullable(res.EngineVersion), "duration_ms": res.Duration.Milliseconds()})
-			return 200, nil
+			return nil
 		}
-		e := errf("RELOAD_FAILED", "%s", reloadMessage(res))
+		e := errf(actors.CodeReloadFailed, "%s", reloadMessage(res))
 		e.RolledBack = &res.RolledBack
-		return 0, e
+		return e
 	case <-r.Context().Done():
-		return 0, r.Context().Err()
+		return r.Context().Err()
 	}
 }
 
@@ -277,12 +277,12 @@ func (d *Daemon) postReload(w http.ResponseWriter, r *http.Request) (int, error)
 func (d *Daemon) checkReloadRef(id, ref string) error {
 	pc, ok := d.poolConfig(id)
 	if !ok {
-		return errf("POOL_BUSY", "pool %q is being reconfigured; retry", id)
+		return errf(actors.CodePoolBusy, "pool %q is being reconfigured; retry", id)
 	}
 	if err := config.CheckModelRef(pc, ref); err != nil {
-		code := "INVALID_MODEL_REF"
+		code := codeInvalidModelRef
 		if errors.Is(err, config.ErrModelRefNotAllowed) {
-			code = "MODEL_REF_NOT_ALLOWED"
+			code = codeModelRefNotAllowed
 		}
 		return errf(code, "new_model_ref: %v", err)
 	}
@@ -295,11 +295,11 @@ const maxEngineVersion = 128
 
 func checkEngineVersion(v string) error {
 	if len(v) > maxEngineVersion {
-		return errf("INVALID_PARAMS", "engine_version is %d bytes long, at most %d are allowed", len(v), maxEngineVersion)
+		return errf(actors.CodeInvalidParams, "engine_version is %d bytes long, at most %d are allowed", len(v), maxEngineVersion)
 	}
 	for i := 0; i < len(v); i++ {
 		if c := v[i]; c < 0x20 || c == 0x7f {
-			return errf("INVALID_PARAMS", "engine_version has control character U+%04X at byte %d", c, i)
+			return errf(actors.CodeInvalidParams, "engine_version has control character U+%04X at byte %d", c, i)
 		}
 	}
 	return nil
@@ -332,13 +332,13 @@ func reloadMessage(res actors.ReloadResult) string {
 	if strings.HasPrefix(why, "reload ") {
 		return why
 	}
-	what := "reload " + strings.ReplaceAll(res.Result, "_", " ")
+	what := "reload " + strings.ReplaceAll(string(res.Result), "_", " ")
 	switch res.Result {
-	case "rolled_back":
+	case actors.ReloadRolledBack:
 		what = "reload rolled back"
-	case "failed":
+	case actors.ReloadFailed:
 		what = "reload failed"
-	case "cancelled":
+	case actors.ReloadCancelled:
 		what = "reload cancelled"
 	case "":
 		what = "reload failed"
@@ -349,65 +349,65 @@ func reloadMessage(res actors.ReloadResult) string {
 	return what + ": " + why
 }
 
-func (d *Daemon) postStart(w http.ResponseWriter, r *http.Request) (int, error) {
+func (d *Daemon) postStart(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(r, &struct{}{}); err != nil {
-		return 0, err
+		return err
 	}
 	pr, err := d.pool(r.Context(), r.PathValue("id"))
 	if err != nil {
-		return 0, err
+		return err
 	}
 	cr, err := d.command(r.Context(), pr.PID, &actors.Start{CorrelationID: correlationID(r)})
 	if err != nil {
-		return 0, err
+		return err
 	}
 	code := 200
 	if cr.Changed {
 		code = 202
 	}
 	writeJSON(w, code, map[string]any{"pool_id": pr.Status.PoolID, "state": cr.State})
-	return code, nil
+	return nil
 }
 
 type leaseBody struct {
 	TTLMS *int64 `json:"ttl_ms"`
 }
 
-func (d *Daemon) postLease(w http.ResponseWriter, r *http.Request) (int, error) {
+func (d *Daemon) postLease(w http.ResponseWriter, r *http.Request) error {
 	var b leaseBody
 	if err := decode(r, &b); err != nil {
-		return 0, err
+		return err
 	}
 	ttl, err := msDuration("ttl_ms", b.TTLMS)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	res, err := d.ask(r.Context(), d.reg, &actors.AcquireLease{PoolID: r.PathValue("id"), TTL: max(ttl, 0)})
 	if err != nil {
-		return 0, err
+		return err
 	}
 	return d.leaseAnswer(w, res.(*actors.LeaseReply))
 }
 
-func (d *Daemon) leaseAnswer(w http.ResponseWriter, lr *actors.LeaseReply) (int, error) {
+func (d *Daemon) leaseAnswer(w http.ResponseWriter, lr *actors.LeaseReply) error {
 	if lr.Err != nil {
-		return 0, fromDomain(lr.Err)
+		return fromDomain(lr.Err)
 	}
 	writeJSON(w, 201, lr.Lease)
-	return 201, nil
+	return nil
 }
 
-func (d *Daemon) deleteLease(w http.ResponseWriter, r *http.Request) (int, error) {
+func (d *Daemon) deleteLease(w http.ResponseWriter, r *http.Request) error {
 	res, err := d.ask(r.Context(), d.reg, &actors.ReleaseLease{PoolID: r.PathValue("id"), LeaseID: r.PathValue("lease_id")})
 	if err != nil {
-		return 0, err
+		return err
 	}
 	rr := res.(*actors.ReleaseReply)
 	if rr.Err != nil {
-		return 0, fromDomain(rr.Err)
+		return fromDomain(rr.Err)
 	}
 	writeJSON(w, 200, map[string]int{"active_leases": rr.ActiveLeases})
-	return 200, nil
+	return nil
 }
 
 type placementBody struct {
@@ -416,14 +416,14 @@ type placementBody struct {
 	TTLMS    *int64   `json:"ttl_ms"`
 }
 
-func (d *Daemon) postPlacement(w http.ResponseWriter, r *http.Request) (int, error) {
+func (d *Daemon) postPlacement(w http.ResponseWriter, r *http.Request) error {
 	var b placementBody
 	if err := decode(r, &b); err != nil {
-		return 0, err
+		return err
 	}
 	ttl, err := msDuration("ttl_ms", b.TTLMS)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	msg := &actors.Place{PoolIDs: b.PoolIDs, TTL: max(ttl, 0)}
 	if b.ModelRef != nil {
@@ -431,7 +431,7 @@ func (d *Daemon) postPlacement(w http.ResponseWriter, r *http.Request) (int, err
 	}
 	res, err := d.ask(r.Context(), d.reg, msg)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	return d.leaseAnswer(w, res.(*actors.LeaseReply))
 }
@@ -465,9 +465,9 @@ const sseRetryMS = 1000
 // full because it does not read). So a client that never reads costs at most
 // the queue and the socket buffers, for at most the timeout; one that comes
 // back resumes from its Last-Event-ID.
-func (d *Daemon) getEvents(w http.ResponseWriter, r *http.Request) (int, error) {
+func (d *Daemon) getEvents(w http.ResponseWriter, r *http.Request) error {
 	if _, ok := w.(http.Flusher); !ok {
-		return 0, errf("INTERNAL", "streaming unsupported")
+		return errf(actors.CodeInternal, "streaming unsupported")
 	}
 	rc := http.NewResponseController(w)
 	ch := make(chan actors.Transition, 256)
@@ -475,7 +475,7 @@ func (d *Daemon) getEvents(w http.ResponseWriter, r *http.Request) (int, error) 
 	defer d.sys.Root.Send(d.reg, &actors.Unsubscribe{Ch: ch}) // also when the ask below fails after the registry took it
 	res, err := d.ask(r.Context(), d.reg, &actors.SubscribeEvents{Ch: ch, LastEventID: lastID})
 	if err != nil {
-		return 0, err
+		return err
 	}
 	sub := res.(*actors.SubscribeReply)
 	d.streams.Add(1)
@@ -505,7 +505,7 @@ func (d *Daemon) getEvents(w http.ResponseWriter, r *http.Request) (int, error) 
 		head += "id: " + actors.EventID(sub.Run, sub.Last) + "\n"
 	}
 	if !send("%s\n", head) {
-		return 200, nil
+		return nil
 	}
 	if sub.Reset != "" {
 		echo := lastID
@@ -514,12 +514,12 @@ func (d *Daemon) getEvents(w http.ResponseWriter, r *http.Request) (int, error) 
 		}
 		b, _ := json.Marshal(resetEvent{Reason: sub.Reset, Message: resetMessage(sub.Reset, echo), LastEventID: echo})
 		if !send("id: %s\nevent: reset\ndata: %s\n\n", actors.EventID(sub.Run, sub.Last), b) {
-			return 200, nil
+			return nil
 		}
 	}
 	for _, t := range sub.Missed {
 		if !event(t) {
-			return 200, nil
+			return nil
 		}
 	}
 	ka := time.NewTicker(sseKeepAlive)
@@ -527,19 +527,19 @@ func (d *Daemon) getEvents(w http.ResponseWriter, r *http.Request) (int, error) 
 	for {
 		select {
 		case <-r.Context().Done():
-			return 200, nil
+			return nil
 		case <-d.quit: // shutting down: end the stream, so the server's Shutdown need not wait for the client
-			return 200, nil
+			return nil
 		case <-ka.C:
 			if !send(": keep-alive\n\n") {
-				return 200, nil
+				return nil
 			}
 		case t, ok := <-ch:
 			if !ok { // fell behind: the client reconnects with its Last-Event-ID
-				return 200, nil
+				return nil
 			}
 			if !event(t) {
-				return 200, nil
+				return nil
 			}
 		}
 	}

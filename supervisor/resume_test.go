@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pool-managerd/pool-managerd/actors"
+	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
 
 // sseBlock is one blank-line-terminated block of an event stream, fields as
@@ -126,13 +128,7 @@ func seqOf(t *testing.T, id string) (string, uint64) {
 // waitStreams waits until n event streams are open.
 func waitStreams(t *testing.T, base string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for eventStreams(t, base) != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d event streams open, want %d", eventStreams(t, base), n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, waitLimit, fmt.Sprintf("%d event streams open", n), func() bool { return eventStreams(t, base) == n })
 }
 
 // A client that disconnects and reconnects with Last-Event-ID gets exactly

@@ -18,6 +18,7 @@ import (
 
 	"github.com/pool-managerd/pool-managerd/actors"
 	"github.com/pool-managerd/pool-managerd/config"
+	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
 
 // raw does one request without following redirects and returns the status,
@@ -401,15 +402,10 @@ func TestEmptyEngineVersionIsNull(t *testing.T) {
 	}
 }
 
+// waitFor polls cond until it holds (testutil.Eventually, 30 s).
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, 30*time.Second, "the condition", cond)
 }
 
 func TestCheckUsersNamesEachThingOnce(t *testing.T) {

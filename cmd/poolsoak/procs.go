@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	iproc "github.com/pool-managerd/pool-managerd/internal/proc"
 )
 
 // runEnv is the marker variable; its value is the run id.
@@ -73,23 +75,14 @@ func marked(pid int, marker []byte) bool {
 	return false
 }
 
-// readProc reads state, ppid and pgid from /proc/PID/stat, and the command
-// line for messages. comm (field 2) may hold spaces and ')', so the fields
-// are found after the last ')'.
+// readProc reads state, ppid and pgid from /proc/PID/stat (internal/proc),
+// and the command line for messages.
 func readProc(pid int) (proc, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	st, err := iproc.ReadStat(pid)
 	if err != nil {
 		return proc{}, err
 	}
-	s := string(b)
-	end := strings.LastIndexByte(s, ')')
-	f := strings.Fields(s[end+1:])
-	if end < 0 || len(f) < 3 || len(f[0]) != 1 {
-		return proc{}, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	p := proc{pid: pid, state: f[0][0]}
-	p.ppid, _ = strconv.Atoi(f[1])
-	p.pgid, _ = strconv.Atoi(f[2])
+	p := proc{pid: pid, state: st.State, ppid: st.PPID, pgid: st.PGrp}
 	cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 	p.cmd = strings.TrimSpace(strings.ReplaceAll(string(cmdline), "\x00", " "))
 	if len(p.cmd) > 160 {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -14,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
 
 // tree is an engine as the tests start it: `sh` leading its own process
@@ -78,16 +81,11 @@ func withEnv(kv ...string) []string {
 	return append(env, kv...)
 }
 
+// waitDead waits until every pid is gone (or a zombie).
 func waitDead(t *testing.T, pids ...int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
 	for _, pid := range pids {
-		for alive(t, pid) {
-			if time.Now().After(deadline) {
-				t.Fatalf("process %d survived the sweep", pid)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		testutil.Eventually(t, 30*time.Second, fmt.Sprintf("process %d to die in the sweep", pid), func() bool { return !alive(t, pid) })
 	}
 }
 

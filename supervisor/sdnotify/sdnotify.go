@@ -88,9 +88,6 @@ func (n *Notifier) WatchdogInterval() time.Duration {
 // a reload announced with Reloading.
 func (n *Notifier) Ready() { n.send(daemon.SdNotifyReady) }
 
-// ReadyAgain is Ready, named for the end of a SIGHUP reload.
-func (n *Notifier) ReadyAgain() { n.Ready() }
-
 // Stopping tells systemd that shutdown (pool drain) has begun.
 func (n *Notifier) Stopping() { n.send(daemon.SdNotifyStopping) }
 

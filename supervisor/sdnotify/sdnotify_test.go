@@ -198,7 +198,7 @@ func TestReloading(t *testing.T) {
 	n.Reloading()
 	after := testutil.MonotonicUsec(t)
 	testutil.ParseReloading(t, recv(t, conn, 5*time.Second), before, after)
-	n.ReadyAgain()
+	n.Ready()
 	expect(t, conn, "READY=1")
 }
 
@@ -237,7 +237,7 @@ func TestNoSocketIsNoop(t *testing.T) {
 	n.Ready()
 	n.Status("x")
 	n.Reloading()
-	n.ReadyAgain()
+	n.Ready()
 	n.Stopping()
 	called := false
 	n.RunWatchdog(context.Background(), func(context.Context) error { called = true; return nil })
