@@ -58,7 +58,7 @@ var fuzzRoutes = []fuzzRoute{
 var contractStatus = map[string]int{
 	"INVALID_PARAMS": 400, "UNAUTHORIZED": 401, "POOL_NOT_FOUND": 404, "LEASE_NOT_FOUND": 404,
 	"POOL_UNREADY": 409, "POOL_DRAINING": 409, "POOL_BUSY": 409, "RELOAD_IN_PROGRESS": 409,
-	"RELOAD_FAILED": 409, "PREFLIGHT_FAILED": 409, "POOL_UNAVAILABLE": 503, "PAYLOAD_TOO_LARGE": 413, "NOT_FOUND": 404,
+	"RELOAD_FAILED": 409, "PREFLIGHT_FAILED": 409, "INVALID_MODEL_REF": 400, "MODEL_REF_NOT_ALLOWED": 403, "POOL_UNAVAILABLE": 503, "PAYLOAD_TOO_LARGE": 413, "NOT_FOUND": 404,
 	"METHOD_NOT_ALLOWED": 405, "INTERNAL": 500,
 }
 
@@ -70,6 +70,7 @@ var fuzzSeeds = []string{
 	`{"new_model_ref": "test/fz-2", "engine_version": "v2", "deadline_ms": 100, "wait": true}`,
 	`{"new_model_ref": "/nonexistent/model.gguf", "wait": true}`, // refused by the preflight: 409 PREFLIGHT_FAILED
 	`{"new_model_ref": "test/fz"}`,
+	`{"new_model_ref": "$(id > /tmp/x)m"}`, `{"new_model_ref": "-rf"}`, `{"new_model_ref": " "}`, // 400 INVALID_MODEL_REF
 	`{"ttl_ms": 60000}`, `{"ttl_ms": 0}`,
 	`{"model_ref": "test/fz", "pool_ids": ["fz"]}`, `{"pool_ids": ["nope"]}`, `{"pool_ids": []}`, `{"model_ref": "other"}`,
 	// broken
