@@ -61,22 +61,22 @@ func (a *pool) preload(ctx context.Context, gen uint64, cfg config.Pool) {
 	send := func(m any) { a.root.Send(a.self, m) }
 	if filepath.IsAbs(cfg.ModelRef) {
 		if _, err := os.Stat(cfg.ModelRef); err != nil {
-			send(&spawnFailed{gen: gen, reason: "model_missing", err: fmt.Errorf("model_ref: %w", err)})
+			send(&spawnFailed{gen: gen, reason: ReasonModelMissing, err: fmt.Errorf("model_ref: %w", err)})
 			return
 		}
 	}
 	if err := engine.CheckHostRAM(cfg.MinFreeRAMMiB); err != nil {
-		send(&spawnFailed{gen: gen, reason: "insufficient_ram", err: err})
+		send(&spawnFailed{gen: gen, reason: ReasonInsufficientRAM, err: err})
 		return
 	}
 	devs, err := a.d.Guard.Check(ctx, gpu.Requirements{PoolID: cfg.ID, Devices: cfg.Devices, MinFreeVRAMMiB: cfg.MinFreeVRAMMiB})
 	if err != nil {
-		send(&spawnFailed{gen: gen, reason: "guardrail", err: err})
+		send(&spawnFailed{gen: gen, reason: ReasonGuardrail, err: err})
 		return
 	}
 	proc, url, err := a.spawn(cfg, devs)
 	if err != nil {
-		send(&spawnFailed{gen: gen, reason: "spawn_error", err: err})
+		send(&spawnFailed{gen: gen, reason: ReasonSpawnError, err: err})
 		return
 	}
 	if ctx.Err() != nil { // abandoned while spawning: nobody will adopt it
@@ -524,7 +524,7 @@ func (a *pool) onLiveness(m *livenessResult) {
 			return
 		}
 		a.st.Live = false
-		a.fail("liveness", fmt.Errorf("liveness unanswered for %s although the engine looked busy (%s): past liveness.busy_grace %s: %s",
+		a.fail(ReasonLiveness, fmt.Errorf("liveness unanswered for %s although the engine looked busy (%s): past liveness.busy_grace %s: %s",
 			unanswered.Round(time.Millisecond), busy, grace, why))
 		return
 	}
@@ -536,7 +536,7 @@ func (a *pool) onLiveness(m *livenessResult) {
 		"threshold", a.cfg.Liveness.FailureThreshold, "last_error", why)
 	if a.liveFails >= a.cfg.Liveness.FailureThreshold {
 		a.st.Live = false
-		a.fail("liveness", fmt.Errorf("liveness failed %d times in a row: %s", a.liveFails, why))
+		a.fail(ReasonLiveness, fmt.Errorf("liveness failed %d times in a row: %s", a.liveFails, why))
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pool-managerd/pool-managerd/engine"
+	"github.com/pool-managerd/pool-managerd/internal/proc"
 )
 
 // runEnv marks every process this run starts, directly or through a daemon
@@ -207,25 +208,14 @@ func procStatus(pid int, key string) (int64, error) {
 	return 0, fmt.Errorf("/proc/%d/status: no %s", pid, key)
 }
 
-// procStat returns the state, parent pid and utime+stime (clock ticks) of pid.
+// procStat returns the state, parent pid and utime+stime (clock ticks) of
+// pid, from the project's one /proc/PID/stat reader (internal/proc).
 func procStat(pid int) (state byte, ppid int, ticks int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := proc.ReadStat(pid)
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	// The command name may hold spaces and parentheses: fields start after the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, 0, errors.New("malformed /proc/pid/stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, 0, 0, errors.New("short /proc/pid/stat")
-	}
-	ppid, _ = strconv.Atoi(f[1])
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return f[0][0], ppid, ut + st, nil
+	return st.State, st.PPID, int64(st.UTime + st.STime), nil
 }
 
 // cpuTime is the CPU time pid's threads have used. It sums the nanosecond
