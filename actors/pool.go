@@ -127,6 +127,8 @@ type pool struct {
 	timers map[string]timerRef
 	token  uint64
 
+	digestOf string // the model_ref the status's model_digest belongs to
+
 	cid             string // correlation id of the command being handled; "" otherwise
 	drain           *drainOp
 	drainDeadlineAt time.Time
@@ -194,6 +196,16 @@ type engineMetrics struct {
 	err error
 	at  time.Time // when the scrape began (the pool's clock)
 }
+type engineFactsMsg struct {
+	gen   uint64
+	facts engine.Facts
+	err   error
+}
+type modelDigestMsg struct {
+	path   string
+	digest string
+	err    error
+}
 type timerFired struct {
 	kind  string
 	token uint64
@@ -209,6 +221,8 @@ func (livenessResult) poolMsg() {}
 func (engineStopped) poolMsg()  {}
 func (timerFired) poolMsg()     {}
 func (engineMetrics) poolMsg()  {}
+func (engineFactsMsg) poolMsg() {}
+func (modelDigestMsg) poolMsg() {}
 
 // NewPoolProps builds the props of one pool's actor.
 func NewPoolProps(cfg config.Pool, d PoolDeps) *actor.Props {
@@ -252,6 +266,16 @@ func (a *pool) applyCfgToStatus() {
 	a.st.EngineVersion = a.cfg.EngineVersion
 	a.st.ModelRef = a.cfg.ModelRef
 	a.st.Slots = a.cfg.Slots
+	a.st.EngineVersionSource, a.st.SlotsSource = nil, nil
+	if a.cfg.EngineVersion != "" {
+		a.st.EngineVersionSource = ptr(SourceConfig)
+	}
+	if a.cfg.Slots > 0 {
+		a.st.SlotsSource = ptr(SourceConfig)
+	}
+	if a.st.ModelDigest != nil && a.digestOf != a.cfg.ModelRef {
+		a.st.ModelDigest = nil
+	}
 	a.dirty = true
 }
 
@@ -289,6 +313,10 @@ func (a *pool) Receive(ctx actor.Context) {
 		a.onTimer(m)
 	case *engineMetrics:
 		a.onEngineMetrics(m)
+	case *engineFactsMsg:
+		a.onEngineFacts(m)
+	case *modelDigestMsg:
+		a.onModelDigest(m)
 	case *Drain:
 		a.cid = m.CorrelationID
 		a.respond(ctx, a.handleDrain(m))

@@ -37,6 +37,7 @@ func (a *pool) startPreload(reason string) {
 	done := make(chan struct{})
 	a.preloadDone = done
 	gen, cfg := a.gen, a.cfg // read here: the goroutine may not touch actor fields
+	a.startDigest(cfg.ModelRef)
 	go func() {
 		defer close(done)
 		a.preload(ctx, gen, cfg)
@@ -306,6 +307,9 @@ func (a *pool) becomeReady() {
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	go a.liveness(ctx, a.gen, a.proc, *a.st.URL+a.cfg.Liveness.Path, a.cfg.Liveness)
+	if a.wantsFacts() {
+		go a.queryFacts(ctx, a.gen, a.cfg.Engine, *a.st.URL)
+	}
 	a.queue, a.queueAt, a.scrapeKick, a.scrapeFast = engine.Queue{}, time.Time{}, nil, nil
 	if a.cfg.MetricsPath != "" {
 		a.scrapeKick, a.scrapeFast = make(chan struct{}, 1), new(atomic.Bool)

@@ -139,7 +139,7 @@ func TestRegistryIgnoresStaleActor(t *testing.T) {
 
 func TestPoolStatusJSONNullEngineVersion(t *testing.T) {
 	b, _ := json.Marshal(PoolStatus{PoolID: "a", State: StateStopped})
-	if !strings.Contains(string(b), `"engine_version":null`) || strings.Count(string(b), "engine_version") != 1 {
+	if !strings.Contains(string(b), `"engine_version":null`) || strings.Count(string(b), `"engine_version":`) != 1 {
 		t.Fatalf("empty engine_version: %s", b)
 	}
 	b, _ = json.Marshal(PoolStatus{PoolID: "a", EngineVersion: "b1"})

@@ -75,7 +75,22 @@ type PoolStatus struct {
 	// "marker" (every process carrying its environment marker is killed).
 	// Before the first start it is what the next start will use.
 	Containment string `json:"containment"`
+	// Where engine_version and slots came from: "config" (the pool's
+	// config or a reload), "engine" (asked of the engine once it was ready:
+	// llama-server /props, vLLM /version, TGI /info), null when unknown.
+	EngineVersionSource *string `json:"engine_version_source"`
+	SlotsSource         *string `json:"slots_source"`
+	// ModelDigest is "sha256:<hex>" of the model file when model_ref is an
+	// absolute path to a regular file, hashed in the background (null until
+	// it is known, and for model names).
+	ModelDigest *string `json:"model_digest"`
 }
+
+// Sources of engine facts in the status.
+const (
+	SourceConfig = "config"
+	SourceEngine = "engine"
+)
 
 // EngineMetric is what the daemon scraped from the engine's own metrics.
 type EngineMetric struct {

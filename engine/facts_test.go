@@ -23,7 +23,7 @@ func TestParseFactsEachEngine(t *testing.T) {
 	}{
 		{"llamacpp", llamaProps, Facts{Version: "b4747-c392e509", Slots: 2}},
 		{"llamacpp", `{"build_info":"b0-unknown"}`, Facts{Version: "b0-unknown"}}, // no total_slots: unknown
-		{"llamacpp", `{"total_slots":0}`, Facts{}},                                 // 0 slots is no answer
+		{"llamacpp", `{"total_slots":0}`, Facts{}},                                // 0 slots is no answer
 		{"vllm", `{"version":"0.6.3.post1"}`, Facts{Version: "0.6.3.post1"}},
 		{"tgi", `{"model_id":"m","version":"2.4.0","max_concurrent_requests":128,"sha":"abc"}`, Facts{Version: "2.4.0"}},
 		{"tgi", `{"model_id":"m"}`, Facts{}},
