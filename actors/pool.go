@@ -303,8 +303,14 @@ func (a *pool) Receive(ctx actor.Context) {
 		a.onExited(m)
 	case *probeReady:
 		if m.gen == a.gen && a.st.State == StatePreload && a.proc != nil {
-			a.becomeReady()
+			if a.cfg.Canary.Enabled {
+				a.startCanary()
+			} else {
+				a.becomeReady()
+			}
 		}
+	case *canaryResult:
+		a.onCanary(m)
 	case *livenessResult:
 		a.onLiveness(m)
 	case *engineStopped:

@@ -216,6 +216,10 @@ func TestProblems(t *testing.T) {
 		{"port range", poolYAML("port: 65536"), 6, "pools[0].port", "between 0 and 65535"},
 		{"port string", poolYAML("port: http"), 6, "pools[0].port", "must be an integer"},
 		{"slots negative", poolYAML("slots: -1"), 6, "pools[0].slots", ">= 0"},
+		{"canary path", poolYAML("canary: {path: completion}"), 6, "pools[0].canary.path", `start with "/"`},
+		{"canary body", poolYAML("canary: {body: 'not json'}"), 6, "pools[0].canary.body", "must be JSON"},
+		{"canary timeout", poolYAML("canary: {timeout: 0s}"), 6, "pools[0].canary.timeout", "greater than 0"},
+		{"canary key", poolYAML("canary: {idle: 1m}"), 6, "pools[0].canary.idle", "unknown key"},
 		{"vram negative", poolYAML("min_free_vram_mib: -5"), 6, "pools[0].min_free_vram_mib", ">= 0"},
 		{"ram negative", poolYAML("min_free_ram_mib: -1"), 6, "pools[0].min_free_ram_mib", ">= 0"},
 		{"ram string", poolYAML("min_free_ram_mib: 16GiB"), 6, "pools[0].min_free_ram_mib", `must be an integer, not the string "16GiB"`},
@@ -608,5 +612,38 @@ func TestParseMinFreeRAM(t *testing.T) {
 	}
 	if got := c.Pools[0].MinFreeRAMMiB; got != 0 {
 		t.Fatalf("MinFreeRAMMiB without the key = %d, want 0 (no check)", got)
+	}
+}
+
+// A canary block turns the canary on, with the engine's preset path and
+// body unless it names its own; none means off.
+func TestCanaryPresets(t *testing.T) {
+	for _, c := range []struct{ engine, block, path, body string }{
+		{"llamacpp", "canary: {}", "/completion", `{"prompt":"a","n_predict":1}`},
+		{"vllm", "canary: {timeout: 5s}", "/v1/completions", `{"model":"${MODEL_REF}","prompt":"a","max_tokens":1}`},
+		{"tgi", "canary: {}", "/v1/completions", `{"model":"${MODEL_REF}","prompt":"a","max_tokens":1}`},
+		{"other", `canary: {path: /gen, body: '{"x":1}'}`, "/gen", `{"x":1}`},
+	} {
+		src := "pools:\n  - id: a\n    engine: " + c.engine + "\n    model_ref: m\n    command: [srv, \"${PORT}\"]\n    " + c.block + "\n"
+		cfg, err := Parse([]byte(src), "t.yaml")
+		if err != nil {
+			t.Fatalf("%s: %v", c.engine, err)
+		}
+		got := cfg.Pools[0].Canary
+		if !got.Enabled || got.Path != c.path || got.Body != c.body || got.Timeout <= 0 {
+			t.Errorf("%s %s: %+v, want path %s body %s", c.engine, c.block, got, c.path, c.body)
+		}
+	}
+	cfg, err := Parse([]byte(poolYAML("slots: 1")), "t.yaml")
+	if err != nil || cfg.Pools[0].Canary.Enabled {
+		t.Fatalf("no canary block: %+v %v (want off)", cfg.Pools[0].Canary, err)
+	}
+	cfg, err = Parse([]byte(poolYAML("canary: {enabled: false}")), "t.yaml")
+	if err != nil || cfg.Pools[0].Canary.Enabled {
+		t.Fatalf("enabled: false: %+v %v", cfg.Pools[0].Canary, err)
+	}
+	_, err = Parse([]byte("pools:\n  - id: a\n    engine: other\n    model_ref: m\n    command: [srv, \"${PORT}\"]\n    canary: {}\n"), "t.yaml")
+	if err == nil || !strings.Contains(err.Error(), "pools[0].canary.path") || !strings.Contains(err.Error(), "t.yaml:6:") {
+		t.Fatalf("other without a path: %v", err)
 	}
 }

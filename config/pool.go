@@ -3,6 +3,7 @@
 package config
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"net"
@@ -10,13 +11,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
 
 var poolKeys = append([]string{
 	"id", "engine", "engine_version", "model_ref", "command", "env", "host", "port",
-	"devices", "min_free_vram_mib", "min_free_ram_mib", "slots", "user", "metrics_path", "reload_allowed",
+	"devices", "min_free_vram_mib", "min_free_ram_mib", "slots", "user", "metrics_path", "reload_allowed", "canary",
 }, timingKeys...)
 
 var (
@@ -120,6 +122,9 @@ func (d *decoder) pool(n *yaml.Node, path string, base Pool) (Pool, int, bool) {
 	}
 	if v, ok := b["devices"]; ok {
 		p.Devices = d.devices(v, path+".devices")
+	}
+	if v, ok := b["canary"]; ok {
+		d.canary(v, join(path, "canary"), &p)
 	}
 	d.crossChecks(b, path, &p)
 	idLine := n.Line
@@ -245,4 +250,33 @@ func (d *decoder) placeholders(s string, line int, key string) {
 		}
 		s = s[i+j+1:]
 	}
+}
+
+// canaryPresets are the canary's path and body per engine.
+var canaryPresets = map[string][2]string{
+	"llamacpp": {"/completion", `{"prompt":"a","n_predict":1}`},
+	"vllm":     {"/v1/completions", `{"model":"${MODEL_REF}","prompt":"a","max_tokens":1}`},
+	"tgi":      {"/v1/completions", `{"model":"${MODEL_REF}","prompt":"a","max_tokens":1}`},
+}
+
+// canary reads a pool's canary block: {path, body, timeout}, each
+// optional for an engine with a preset; {enabled: false} turns it off.
+func (d *decoder) canary(v *yaml.Node, path string, p *Pool) {
+	b := d.fields(v, path, "enabled", "path", "body", "timeout")
+	c := Canary{Enabled: true, Timeout: 30 * time.Second}
+	if pr, ok := canaryPresets[p.Engine]; ok {
+		c.Path, c.Body = pr[0], pr[1]
+	}
+	d.boolAt(b, path, "enabled", &c.Enabled)
+	if d.strAt(b, path, "path", &c.Path) && !strings.HasPrefix(c.Path, "/") {
+		d.addf(b["path"].Line, join(path, "path"), "must start with \"/\", not %q", c.Path)
+	}
+	if d.strAt(b, path, "body", &c.Body) && !json.Valid([]byte(strings.ReplaceAll(c.Body, "${MODEL_REF}", "m"))) {
+		d.addf(b["body"].Line, join(path, "body"), "must be JSON (${MODEL_REF} may stand for the model_ref)")
+	}
+	d.durAt(b, path, "timeout", true, &c.Timeout)
+	if c.Enabled && c.Path == "" {
+		d.addf(v.Line, join(path, "path"), "engine %q has no canary preset: set path (and body)", p.Engine)
+	}
+	p.Canary = c
 }

@@ -50,6 +50,16 @@ type Probe struct {
 	BusyGrace time.Duration
 }
 
+// Canary is an optional inference request that must answer 2xx before a
+// pool becomes ready (a "minimal decode": an engine whose /health says 200
+// may still be unable to generate).
+type Canary struct {
+	Enabled bool
+	Path    string        // POST here; default per engine (llamacpp /completion, vllm and tgi /v1/completions)
+	Body    string        // JSON body; ${MODEL_REF} is replaced by the pool's model_ref (JSON-escaped)
+	Timeout time.Duration // default 30s
+}
+
 // Restart is the restart policy of one pool.
 type Restart struct {
 	Initial     time.Duration
@@ -77,6 +87,7 @@ type Pool struct {
 	Slots          int    // most leases at once; 0 = no limit
 	User           string // run the engine as this user (daemon must be root)
 	MetricsPath    string // optional: the engine's own Prometheus endpoint
+	Canary         Canary // optional: off unless the pool has a canary block
 	// ReloadAllowed, when set, lists the model roots (absolute paths) and
 	// reference prefixes a reload over the API may name; see CheckModelRef.
 	ReloadAllowed []string

@@ -1,0 +1,100 @@
+package actors
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/pool-managerd/pool-managerd/config"
+)
+
+// The inference canary (config canary:, off by default): once the
+// readiness probe answers 2xx, a pool with a canary POSTs its body to its
+// path and becomes ready only when that answers 2xx within its timeout.
+// Any other answer, or none, is a preload failure with reason "canary"
+// (last_error names the canary, its path and what it got), handled like any
+// failed preload (backoff, then the breaker). It runs in preload only; the
+// startup timeout keeps running while it waits.
+
+type canaryResult struct {
+	gen uint64
+	err error
+	dur time.Duration
+}
+
+func (canaryResult) poolMsg() {}
+
+// canaryBodyLimit is how much of the canary's answer is read.
+const canaryBodyLimit = 1 << 20
+
+// startCanary runs the canary in a goroutine (preload, after readiness).
+func (a *pool) startCanary() {
+	ctx, cancel := context.WithCancel(context.Background())
+	if old := a.cancel; old != nil {
+		a.cancel = func() { cancel(); old() }
+	} else {
+		a.cancel = cancel
+	}
+	gen, cfg, url := a.gen, a.cfg, *a.st.URL
+	go func() {
+		start := time.Now()
+		err := runCanary(ctx, a.d.ProbeClient, url, cfg)
+		if ctx.Err() != nil {
+			return
+		}
+		a.root.Send(a.self, &canaryResult{gen: gen, err: err, dur: time.Since(start)})
+	}()
+}
+
+// onCanary applies the canary's answer (preload only, same engine).
+func (a *pool) onCanary(m *canaryResult) {
+	if m.gen != a.gen || a.st.State != StatePreload || a.proc == nil {
+		return
+	}
+	if m.err != nil {
+		a.fail("canary", m.err)
+		return
+	}
+	a.log.Info("engine.canary_ok", "pid", a.procPid(), "path", a.cfg.Canary.Path, "duration_ms", m.dur.Milliseconds())
+	a.becomeReady()
+}
+
+// runCanary POSTs the canary body (with ${MODEL_REF} replaced, JSON-escaped)
+// and wants a 2xx answer.
+func runCanary(ctx context.Context, client *http.Client, baseURL string, cfg config.Pool) error {
+	c := cfg.Canary
+	ref, _ := json.Marshal(cfg.ModelRef)
+	body := strings.ReplaceAll(c.Body, "${MODEL_REF}", string(ref[1:len(ref)-1]))
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, baseURL+c.Path, bytes.NewBufferString(body))
+	if err != nil {
+		return fmt.Errorf("canary POST %s: %w", c.Path, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("canary POST %s (timeout %s): %w", c.Path, c.Timeout, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, canaryBodyLimit))
+	if err != nil {
+		return fmt.Errorf("canary POST %s: reading the answer: %w", c.Path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		snippet := strings.TrimSpace(string(b))
+		if len(snippet) > 200 {
+			snippet = snippet[:200] + "…"
+		}
+		return fmt.Errorf("canary POST %s: HTTP %d %s", c.Path, resp.StatusCode, snippet)
+	}
+	return nil
+}
