@@ -48,3 +48,30 @@ func TestCanaryRealLlama404NeverReady(t *testing.T) {
 	}
 	h.waitStatus("c404", func(s PoolStatus) bool { return s.PID == nil && s.State == StateFailed }) // the engine is stopped
 }
+
+// canary.idle_after: a ready pool whose engine sat idle runs the canary
+// again (logged with idle true) and stays ready.
+func TestCanaryRealLlamaIdleRerun(t *testing.T) {
+	bin, models := preflightLlama(t)
+	h := newHarness(t, nil)
+	cfg := llamaPool("idle", bin, models+"/tiny-a.gguf")
+	cfg.Canary.Enabled, cfg.Canary.Path, cfg.Canary.Body, cfg.Canary.Timeout = true, "/completion", `{"prompt":"a","n_predict":1}`, 30*time.Second
+	cfg.Canary.IdleAfter = 300 * time.Millisecond
+	cfg.Liveness.Interval = 100 * time.Millisecond
+	cfg.Liveness.Timeout = 5 * time.Second
+	h.spawn(cfg)
+	h.waitState("idle", StateReady)
+	deadline := time.Now().Add(30 * time.Second)
+	for strings.Count(h.logs.String(), `"msg":"engine.canary_ok","pool_id":"idle"`) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no idle canary re-runs within 30s; logs:\n%s", h.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if logs := h.logs.String(); !strings.Contains(logs, `"idle":true`) || strings.Contains(logs, "canary.failed") {
+		t.Fatalf("want idle canaries that pass; logs:\n%s", logs)
+	}
+	if st := h.get("idle"); st.State != StateReady {
+		t.Fatalf("state %s after idle canaries", st.State)
+	}
+}

@@ -129,6 +129,12 @@ type pool struct {
 
 	digestOf string // the model_ref the status's model_digest belongs to
 
+	// The canary of a ready engine (canary.idle_after; see canary.go).
+	readyCtx      context.Context // cancelled when the ready engine's goroutines are abandoned
+	canaryRunning bool            // an idle canary is in flight
+	canaryAt      time.Time       // when the last canary finished
+	busyAt        time.Time       // the last metrics reading with requests in flight
+
 	cid             string // correlation id of the command being handled; "" otherwise
 	drain           *drainOp
 	drainDeadlineAt time.Time

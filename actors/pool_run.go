@@ -306,6 +306,7 @@ func (a *pool) becomeReady() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
+	a.readyCtx, a.canaryRunning, a.canaryAt, a.busyAt = ctx, false, now, time.Time{}
 	go a.liveness(ctx, a.gen, a.proc, *a.st.URL+a.cfg.Liveness.Path, a.cfg.Liveness)
 	if a.wantsFacts() {
 		go a.queryFacts(ctx, a.gen, a.cfg.Engine, *a.st.URL)
@@ -483,6 +484,9 @@ func (a *pool) onEngineMetrics(m *engineMetrics) {
 	if m.err == nil {
 		if m.q.Reported {
 			a.queue, a.queueAt = m.q, m.at
+			if m.q.InFlight() > 0 {
+				a.busyAt = m.at
+			}
 			a.st.EngineMetrics = &EngineMetric{RequestsProcessing: m.q.Processing, RequestsDeferred: m.q.Waiting, Series: m.q.Series}
 		} else {
 			a.queue, a.queueAt, a.st.EngineMetrics = engine.Queue{}, time.Time{}, nil
@@ -505,6 +509,7 @@ func (a *pool) onLiveness(m *livenessResult) {
 		a.st.LastHeartbeatMS = ptr(now.UnixMilli())
 		a.st.Live = true
 		a.dirty = true
+		a.maybeIdleCanary(now)
 		return
 	}
 	why := probeWhy(m.res)

@@ -220,6 +220,7 @@ func TestProblems(t *testing.T) {
 		{"canary body", poolYAML("canary: {body: 'not json'}"), 6, "pools[0].canary.body", "must be JSON"},
 		{"canary timeout", poolYAML("canary: {timeout: 0s}"), 6, "pools[0].canary.timeout", "greater than 0"},
 		{"canary key", poolYAML("canary: {idle: 1m}"), 6, "pools[0].canary.idle", "unknown key"},
+		{"canary idle_after", poolYAML("canary: {idle_after: -1m}"), 6, "pools[0].canary.idle_after", "must not be negative"},
 		{"vram negative", poolYAML("min_free_vram_mib: -5"), 6, "pools[0].min_free_vram_mib", ">= 0"},
 		{"ram negative", poolYAML("min_free_ram_mib: -1"), 6, "pools[0].min_free_ram_mib", ">= 0"},
 		{"ram string", poolYAML("min_free_ram_mib: 16GiB"), 6, "pools[0].min_free_ram_mib", `must be an integer, not the string "16GiB"`},
@@ -620,7 +621,7 @@ func TestParseMinFreeRAM(t *testing.T) {
 func TestCanaryPresets(t *testing.T) {
 	for _, c := range []struct{ engine, block, path, body string }{
 		{"llamacpp", "canary: {}", "/completion", `{"prompt":"a","n_predict":1}`},
-		{"vllm", "canary: {timeout: 5s}", "/v1/completions", `{"model":"${MODEL_REF}","prompt":"a","max_tokens":1}`},
+		{"vllm", "canary: {timeout: 5s, idle_after: 10m}", "/v1/completions", `{"model":"${MODEL_REF}","prompt":"a","max_tokens":1}`},
 		{"tgi", "canary: {}", "/v1/completions", `{"model":"${MODEL_REF}","prompt":"a","max_tokens":1}`},
 		{"other", `canary: {path: /gen, body: '{"x":1}'}`, "/gen", `{"x":1}`},
 	} {

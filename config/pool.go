@@ -259,10 +259,10 @@ var canaryPresets = map[string][2]string{
 	"tgi":      {"/v1/completions", `{"model":"${MODEL_REF}","prompt":"a","max_tokens":1}`},
 }
 
-// canary reads a pool's canary block: {path, body, timeout}, each
+// canary reads a pool's canary block: {path, body, timeout, idle_after}, each
 // optional for an engine with a preset; {enabled: false} turns it off.
 func (d *decoder) canary(v *yaml.Node, path string, p *Pool) {
-	b := d.fields(v, path, "enabled", "path", "body", "timeout")
+	b := d.fields(v, path, "enabled", "path", "body", "timeout", "idle_after")
 	c := Canary{Enabled: true, Timeout: 30 * time.Second}
 	if pr, ok := canaryPresets[p.Engine]; ok {
 		c.Path, c.Body = pr[0], pr[1]
@@ -275,6 +275,7 @@ func (d *decoder) canary(v *yaml.Node, path string, p *Pool) {
 		d.addf(b["body"].Line, join(path, "body"), "must be JSON (${MODEL_REF} may stand for the model_ref)")
 	}
 	d.durAt(b, path, "timeout", true, &c.Timeout)
+	d.durAt(b, path, "idle_after", false, &c.IdleAfter) // 0: only before ready
 	if c.Enabled && c.Path == "" {
 		d.addf(v.Line, join(path, "path"), "engine %q has no canary preset: set path (and body)", p.Engine)
 	}

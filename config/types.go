@@ -58,6 +58,10 @@ type Canary struct {
 	Path    string        // POST here; default per engine (llamacpp /completion, vllm and tgi /v1/completions)
 	Body    string        // JSON body; ${MODEL_REF} is replaced by the pool's model_ref (JSON-escaped)
 	Timeout time.Duration // default 30s
+	// IdleAfter (0: never) runs the canary again while the pool is ready
+	// once the engine has been idle this long (no canary, and no requests in
+	// flight in its metrics, for IdleAfter).
+	IdleAfter time.Duration
 }
 
 // Restart is the restart policy of one pool.
