@@ -382,6 +382,7 @@ func TestReloadMessage(t *testing.T) {
 func TestEmptyEngineVersionIsNull(t *testing.T) {
 	p := simPool("a")
 	p.EngineVersion = ""
+	p.Engine = "other" // no facts endpoint: llamacpp would report the sim's /props build_info
 	td := startDaemon(t, "", p)
 	td.waitState("a", actors.StateReady)
 	_, h := td.call("GET", "/v1/pools/a/health", nil)
