@@ -82,7 +82,7 @@ func (a *pool) onIdleCanary(m *canaryResult) {
 		"threshold", a.cfg.Liveness.FailureThreshold, "last_error", m.err.Error())
 	if a.liveFails >= a.cfg.Liveness.FailureThreshold {
 		a.st.Live = false
-		a.fail("canary", fmt.Errorf("idle canary failed (%d liveness failures in a row): %w", a.liveFails, m.err))
+		a.fail(ReasonCanary, fmt.Errorf("idle canary failed (%d liveness failures in a row): %w", a.liveFails, m.err))
 	}
 }
 
@@ -115,7 +115,7 @@ func (a *pool) onCanary(m *canaryResult) {
 		return
 	}
 	if m.err != nil {
-		a.fail("canary", m.err)
+		a.fail(ReasonCanary, m.err)
 		return
 	}
 	a.log.Info("engine.canary_ok", "pid", a.procPid(), "path", a.cfg.Canary.Path, "duration_ms", m.dur.Milliseconds(), "idle", false)

@@ -22,6 +22,7 @@ const (
 	ReasonStallTimeout    FailureReason = "stall_timeout"    // no output and no readiness change for stall_timeout while preloading
 	ReasonLiveness        FailureReason = "liveness"         // liveness probes failed (or went unanswered past busy_grace)
 	ReasonGPUXid          FailureReason = "gpu_xid"          // a GPU the engine uses reported an XID error
+	ReasonCanary          FailureReason = "canary"           // the inference canary failed (before ready, or idle re-runs at liveness.failure_threshold)
 )
 
 // Unexpected exits: an engine that ended by itself fails with the class
