@@ -74,7 +74,8 @@ func (h *harness) spawn(cfg config.Pool) *actor.PID {
 
 // simPool is a pool whose engine is this test binary running the simulator.
 func simPool(id string, flags ...string) config.Pool {
-	cmd := append([]string{os.Args[0], "--host", "${HOST}", "--port", "${PORT}", "--model", "${MODEL_REF}"}, flags...)
+	cmd := append([]string{os.Args[0], "--host", "${HOST}", "--port", "${PORT}", "--model", "${MODEL_REF}",
+		"--parallel", "1000"}, flags...) // /props total_slots: the sim must not bound leases where a test means no limit
 	return config.Pool{
 		ID: id, Engine: "llamacpp", EngineVersion: "v1", ModelRef: "test/model-a",
 		Command: cmd, Env: testutil.SimEnv(), Host: "127.0.0.1",

@@ -27,7 +27,8 @@ func TestMain(m *testing.M) {
 const waitLimit = 30 * time.Second
 
 func simPool(id string, flags ...string) config.Pool {
-	cmd := append([]string{os.Args[0], "--host", "${HOST}", "--port", "${PORT}", "--model", "${MODEL_REF}"}, flags...)
+	cmd := append([]string{os.Args[0], "--host", "${HOST}", "--port", "${PORT}", "--model", "${MODEL_REF}",
+		"--parallel", "1000"}, flags...) // /props total_slots: the sim must not bound leases where a test means no limit
 	return config.Pool{
 		ID: id, Engine: "llamacpp", EngineVersion: "v1", ModelRef: "test/" + id,
 		Command: cmd, Env: testutil.SimEnv(), Host: "127.0.0.1",

@@ -115,7 +115,8 @@ func runMain(t *testing.T, env []string, args ...string) (code int, stdout, stde
 
 // simCommand is a pool's command running the simulator with extra flags.
 func simCommand(flags ...string) string {
-	argv := []string{"${SELF}", "sim-engine", "--host", "${HOST}", "--port", "${PORT}", "--model", "${MODEL_REF}"}
+	argv := []string{"${SELF}", "sim-engine", "--host", "${HOST}", "--port", "${PORT}", "--model", "${MODEL_REF}",
+		"--parallel", "1000"} // /props total_slots: the sim must not bound leases where a test means no limit
 	argv = append(argv, flags...)
 	b, _ := json.Marshal(argv)
 	return string(b)
