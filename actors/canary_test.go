@@ -21,8 +21,12 @@ func TestCanaryRealLlamaReady(t *testing.T) {
 	if ok < 0 || ready < 0 || ok > ready {
 		t.Fatalf("engine.canary_ok (at %d) must come before engine.ready (at %d); logs:\n%s", ok, ready, logs)
 	}
-	if !strings.Contains(logs, "POST /completion 127.0.0.1 200") {
-		t.Fatalf("llama-server logged no completion; logs:\n%s", logs)
+	deadline := time.Now().Add(30 * time.Second) // llama-server logs the request after answering it
+	for !strings.Contains(h.logs.String(), "POST /completion 127.0.0.1 200") {
+		if time.Now().After(deadline) {
+			t.Fatalf("llama-server logged no completion; logs:\n%s", h.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
