@@ -255,6 +255,12 @@ func (d *Daemon) postReload(w http.ResponseWriter, r *http.Request) error {
 	}
 	select {
 	case res := <-msg.Result:
+		// The pool published the outcome to the registry before it told us;
+		// one registry round trip makes that published state what a GET
+		// right after this answer reads.
+		if _, err := d.ask(r.Context(), d.reg, &actors.Ping{}); err != nil && r.Context().Err() == nil {
+			return err
+		}
 		if res.Result == actors.ReloadSucceeded {
 			writeJSON(w, 200, map[string]any{"pool_id": pr.Status.PoolID, "result": res.Result,
 				"engine_version": nullable(res.EngineVersion), "duration_ms": res.Duration.Milliseconds()})
