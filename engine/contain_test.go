@@ -17,23 +17,14 @@ import (
 	"github.com/pool-managerd/pool-managerd/engine"
 	"github.com/pool-managerd/pool-managerd/engine/cgroup"
 	"github.com/pool-managerd/pool-managerd/engine/pidrec"
+	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
 
 // escapeScript is an engine whose children leave its process group every
 // way a real one's do: setsid(), setpgid(0, 0), and a daemonizing double
 // fork (Ray workers under vLLM). Then the leader waits (or, given a file
 // name, exits with code 3 by itself once that file exists).
-const escapeScript = `
-python3 -c 'import os,time; os.setsid(); os.path.isdir(os.environ.get("ESCAPE_DIR","")) and open(os.environ["ESCAPE_DIR"]+"/setsid","w"); time.sleep(1000)' &
-python3 -c 'import os,time; os.setpgid(0,0); os.path.isdir(os.environ.get("ESCAPE_DIR","")) and open(os.environ["ESCAPE_DIR"]+"/setpgid","w"); time.sleep(1000)' &
-python3 -c '
-import os,time
-if os.fork(): os._exit(0)
-os.setsid()
-if os.fork(): os._exit(0)
-os.path.isdir(os.environ.get("ESCAPE_DIR","")) and open(os.environ["ESCAPE_DIR"]+"/daemon","w")
-time.sleep(1000)' &
-echo started
+const escapeScript = testutil.Escapees + `echo started
 if [ -n "$1" ]; then while [ ! -e "$1" ]; do sleep 0.05; done; exit 3; fi
 exec sleep 1000
 `
@@ -122,18 +113,6 @@ func markedOutside(poolID string, pgid int) []int {
 	return pids
 }
 
-// escapeesSettled reports whether all three escapees of escapeScript have
-// left the group and report it (a file each in dir): before that, the
-// double-forker's short-lived middle process can make the count look right.
-func escapeesSettled(dir string) bool {
-	for _, name := range []string{"setsid", "setpgid", "daemon"} {
-		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
-			return false
-		}
-	}
-	return true
-}
-
 // launchEscaper launches escapeScript and waits until its three escapees
 // run beside the leader.
 func launchEscaper(t *testing.T, poolID, stateDir string, parent *cgroup.Parent, crashFile string) *engine.Process {
@@ -157,7 +136,7 @@ func launchEscaper(t *testing.T, poolID, stateDir string, parent *cgroup.Parent,
 			return true // crashed already: the test's own check follows
 		default:
 		}
-		return escapeesSettled(escDir) && len(markedOutside(poolID, p.Pgid())) >= 3
+		return testutil.EscapeesSettled(escDir) && len(markedOutside(poolID, p.Pgid())) >= 3
 	})
 	return p
 }
@@ -324,7 +303,7 @@ func TestSweepAfterDaemonSIGKILL(t *testing.T) {
 				t.Fatalf("helper said %q: %v", line, err)
 			}
 			waitFor(t, 30*time.Second, "the three escapees", func() bool {
-				return escapeesSettled(escDir) && len(markedOutside(poolID, leader)) >= 3
+				return testutil.EscapeesSettled(escDir) && len(markedOutside(poolID, leader)) >= 3
 			})
 			_ = helper.Process.Signal(syscall.SIGKILL)
 			_ = helper.Wait()

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
 
 func writeFile(t *testing.T, dir, name string, data []byte, mode os.FileMode) string {
@@ -110,11 +112,7 @@ func nobody(t *testing.T) *syscall.Credential {
 
 func TestCheckReadableBy(t *testing.T) {
 	cred := nobody(t)
-	dir, err := os.MkdirTemp("", "preflight-") // t.TempDir's parent is 0700
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testutil.ShortTempDir(t, "preflight-") // t.TempDir's parent is 0700
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}

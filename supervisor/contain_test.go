@@ -3,9 +3,6 @@ package supervisor
 import (
 	"bytes"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,16 +23,7 @@ import (
 // escapes start three children that leave the engine's process group:
 // setsid(), setpgid(0, 0) and a daemonizing double fork. Then the script
 // execs the simulator.
-const escapes = `
-python3 -c 'import os,time; os.setsid(); time.sleep(1000)' &
-python3 -c 'import os,time; os.setpgid(0,0); time.sleep(1000)' &
-python3 -c '
-import os,time
-if os.fork(): os._exit(0)
-os.setsid()
-if os.fork(): os._exit(0)
-time.sleep(1000)' &
-exec "$@"
+const escapes = testutil.Escapees + `exec "$@"
 `
 
 // escapingPool is a simulator pool whose engine leaves three escapees.
@@ -83,28 +71,9 @@ func containModes(t *testing.T, f func(t *testing.T, cgroupParent string)) {
 // startContainDaemon is startDaemon with a state_dir and a cgroup_parent.
 func startContainDaemon(t *testing.T, stateDir, cgroupParent string, pools ...config.Pool) *testDaemon {
 	t.Helper()
-	cfg := &config.Config{Listen: "127.0.0.1:0", ShutdownDeadline: 5 * time.Second, Pools: pools,
-		StateDir: stateDir, CgroupParent: cgroupParent, Log: config.Log{Format: "json", Level: "debug"}}
-	logs := &testutil.SyncBuffer{}
-	var w io.Writer = logs
-	if testing.Verbose() {
-		w = io.MultiWriter(logs, os.Stderr)
-	}
-	d, err := New(Options{Config: cfg, Logger: slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		SelfExe: os.Args[0], Guard: gpu.NoGuard{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Start(ln); err != nil {
-		t.Fatal(err)
-	}
-	td := &testDaemon{Daemon: d, t: t, base: "http://" + ln.Addr().String(), logs: logs}
-	t.Cleanup(d.Shutdown)
-	return td
+	return startDaemonWith(t, func(o *Options) {
+		o.Config.StateDir, o.Config.CgroupParent = stateDir, cgroupParent
+	}, pools...)
 }
 
 // marked lists the live processes carrying the marker of poolID (any

@@ -3,33 +3,19 @@ package supervisor
 import (
 	"errors"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pool-managerd/pool-managerd/actors"
+	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
 
 // The daemon speaks Type=notify over a real unixgram socket: READY=1 once
 // the API listens, STATUS= with the pool summary, WATCHDOG=1 while the
 // registry answers, STOPPING=1 at shutdown.
 func TestDaemonNotifiesSystemd(t *testing.T) {
-	dir, err := os.MkdirTemp("", "pmd") // short path: sun_path holds 108 bytes
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	sock := filepath.Join(dir, "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	t.Setenv("NOTIFY_SOCKET", sock)
-	t.Setenv("WATCHDOG_USEC", "200000") // a ping every 100 ms
-	t.Setenv("WATCHDOG_PID", "")
+	conn := testutil.ListenNotify(t, "200000") // a watchdog ping every 100 ms
 
 	var got []string
 	buf := make([]byte, 4096)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/pool-managerd/pool-managerd/config"
+	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
 
 // nobody returns the credential of user nobody, or skips the test when
@@ -40,11 +41,7 @@ func nobody(t *testing.T) *syscall.Credential {
 // build directory is 0700).
 func publicBinary(t *testing.T) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "pool-managerd-public-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testutil.ShortTempDir(t, "pool-managerd-public-")
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -173,11 +170,7 @@ func TestNonRootDaemonGeneratesNoToken(t *testing.T) {
 	t.Parallel()
 	cred := nobody(t)
 	bin := publicBinary(t)
-	dir, err := os.MkdirTemp("", "pool-managerd-nobody-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testutil.ShortTempDir(t, "pool-managerd-nobody-")
 	if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
 		t.Fatal(err)
 	}

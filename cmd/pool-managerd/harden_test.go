@@ -20,17 +20,8 @@ import (
 	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
 
-// sockDir is a short temporary directory: a unix socket path must fit in
-// 108 bytes, which t.TempDir's long names can exceed.
-func sockDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "pmd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+// sockDir is a short temporary directory for unix sockets.
+func sockDir(t *testing.T) string { return testutil.ShortTempDir(t, "pmd") }
 
 // spawnUnixDaemon starts the binary with args, its API on the unix socket
 // sock (POOL_MANAGERD_ADDR), without waiting for it.

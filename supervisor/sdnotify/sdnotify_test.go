@@ -16,26 +16,11 @@ import (
 	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
 
-// listen opens a real unixgram socket standing in for systemd and points
-// NOTIFY_SOCKET at it. Only systemd's variables are cleared: tests under
-// `systemd-run` must not pick up the real ones.
+// listen is testutil.ListenNotify: a real unixgram socket standing in for
+// systemd, NOTIFY_SOCKET pointing at it.
 func listen(t *testing.T, watchdogUsec string) *net.UnixConn {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "sdn") // short: sun_path holds 108 bytes
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	path := filepath.Join(dir, "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	t.Setenv("NOTIFY_SOCKET", path)
-	t.Setenv("WATCHDOG_USEC", watchdogUsec)
-	t.Setenv("WATCHDOG_PID", "")
-	return conn
+	return testutil.ListenNotify(t, watchdogUsec)
 }
 
 // recv returns the next datagram, or "" when none arrives within wait.
