@@ -1,16 +1,15 @@
 package actors
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/pool-managerd/pool-managerd/config"
+	"github.com/pool-managerd/pool-managerd/engine"
 )
 
 // The inference canary (config canary:, off by default): once the
@@ -129,31 +128,20 @@ func runCanary(ctx context.Context, client *http.Client, baseURL string, cfg con
 	c := cfg.Canary
 	ref, _ := json.Marshal(cfg.ModelRef)
 	body := strings.ReplaceAll(c.Body, "${MODEL_REF}", string(ref[1:len(ref)-1]))
-	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, baseURL+c.Path, bytes.NewBufferString(body))
-	if err != nil {
-		return fmt.Errorf("canary POST %s: %w", c.Path, err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if client == nil {
-		client = http.DefaultClient
-	}
-	resp, err := client.Do(req)
-	if err != nil {
+	status, b, err := engine.Request(ctx, client, http.MethodPost, baseURL+c.Path, "application/json",
+		strings.NewReader(body), c.Timeout, canaryBodyLimit)
+	switch {
+	case err != nil && status == 0:
 		return fmt.Errorf("canary POST %s (timeout %s): %w", c.Path, c.Timeout, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, canaryBodyLimit))
-	if err != nil {
+	case err != nil:
 		return fmt.Errorf("canary POST %s: reading the answer: %w", c.Path, err)
 	}
-	if resp.StatusCode/100 != 2 {
+	if status/100 != 2 {
 		snippet := strings.TrimSpace(string(b))
 		if len(snippet) > 200 {
 			snippet = snippet[:200] + "…"
 		}
-		return fmt.Errorf("canary POST %s: HTTP %d %s", c.Path, resp.StatusCode, snippet)
+		return fmt.Errorf("canary POST %s: HTTP %d %s", c.Path, status, snippet)
 	}
 	return nil
 }

@@ -90,29 +90,15 @@ func QueryFacts(ctx context.Context, client *http.Client, kind, baseURL string, 
 	if path == "" {
 		return Facts{}, fmt.Errorf("engine %q has no facts endpoint", kind)
 	}
-	if client == nil {
-		client = defaultProbeClient
-	}
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, baseURL+path, nil)
+	status, body, err := Request(ctx, client, http.MethodGet, baseURL+path, "", nil, timeout, factsBodyLimit)
 	if err != nil {
+		if status != 0 {
+			return Facts{}, fmt.Errorf("GET %s: %w", path, err)
+		}
 		return Facts{}, err
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return Facts{}, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, factsBodyLimit))
-	if err != nil {
-		return Facts{}, fmt.Errorf("GET %s: %w", path, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		return Facts{}, fmt.Errorf("GET %s: HTTP %d", path, resp.StatusCode)
+	if status/100 != 2 {
+		return Facts{}, fmt.Errorf("GET %s: HTTP %d", path, status)
 	}
 	return ParseFacts(kind, body)
 }

@@ -64,6 +64,38 @@ func Probe(ctx context.Context, client *http.Client, url string, timeout time.Du
 	return ProbeResult{Status: resp.StatusCode, Err: err, Duration: time.Since(start)}
 }
 
+// Request sends one request to an engine (body may be nil) with at most
+// timeout for the whole exchange (0: ctx alone bounds it) and returns the
+// status and up to limit bytes of the answer. A nil client is the default
+// probe client: never http.DefaultClient, whose proxy settings come from the
+// daemon's environment and must not reroute a loopback request. The facts
+// query and the inference canary use it; Probe and Scrape stream their
+// answers instead.
+func Request(ctx context.Context, client *http.Client, method, url, contentType string, body io.Reader, timeout time.Duration, limit int64) (int, []byte, error) {
+	if client == nil {
+		client = defaultProbeClient
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		return 0, nil, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	return resp.StatusCode, b, err
+}
+
 // NewProbeClient returns a keep-alive client for probing engines on
 // loopback: no proxy (HTTP_PROXY in the daemon's environment must not
 // reroute a loopback probe), no compression, a few idle connections per
