@@ -7,7 +7,7 @@
 // equal to the leases the soak really holds, no goroutine or fd growth.
 // It exits 1 when any check fails. See docs/soak.md.
 //
-//	go run ./cmd/poolsoak -duration 30s -pools 6 -seed 1
+//	go run ./harness/poolsoak -duration 30s -pools 6 -seed 1
 //
 // The binary plays every part: `poolsoak daemon -config F` is the daemon
 // (what cmd/pool-managerd's serve does), `poolsoak sim-engine …` the engine

@@ -2,9 +2,9 @@
 // baseline measured in the same run (a bare poller, a bare exec, a bare
 // net/http server, bare simulators) and the target it should meet.
 //
-//	go run ./cmd/poolbench            # full run, about 2–3 minutes
-//	go run ./cmd/poolbench -quick     # small counts, for CI smoke (< 40 s)
-//	go run ./cmd/poolbench -only health,lease -json
+//	go run ./harness/poolbench            # full run, about 2–3 minutes
+//	go run ./harness/poolbench -quick     # small counts, for CI smoke (< 40 s)
+//	go run ./harness/poolbench -only health,lease -json
 //
 // The daemon runs in-process (loopback, gpu.NoGuard) except for the scale
 // measurement, which runs it as `poolbench daemon` so its RSS and CPU are its

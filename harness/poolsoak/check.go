@@ -430,6 +430,6 @@ func (s *soak) report() bool {
 	for _, f := range s.failures {
 		fmt.Fprintf(w, "  - %s\n", f)
 	}
-	fmt.Fprintf(w, "rerun: go run ./cmd/poolsoak -duration %v -pools %d -seed %d%s\n", s.o.duration, s.o.pools, s.o.seed, s.faultFlags())
+	fmt.Fprintf(w, "rerun: go run ./harness/poolsoak -duration %v -pools %d -seed %d%s\n", s.o.duration, s.o.pools, s.o.seed, s.faultFlags())
 	return false
 }
