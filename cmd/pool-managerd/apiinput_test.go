@@ -235,7 +235,7 @@ func TestWriteTokenDirMustBeTheDaemons(t *testing.T) {
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := generateWriteToken(dir); err == nil || !strings.Contains(err.Error(), "writable by nobody else") {
+	if _, _, err := generateWriteToken(dir); err == nil || !strings.Contains(err.Error(), "lets group or others write it") {
 		t.Fatalf("world-writable dir: %v", err)
 	}
 	if err := os.Chmod(dir, 0o755); err != nil {

@@ -13,10 +13,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/pool-managerd/pool-managerd/config"
 	"github.com/pool-managerd/pool-managerd/ctl"
+	"github.com/pool-managerd/pool-managerd/internal/owndir"
 )
 
 // writeTokenName is the file's name inside writeTokenDir.
@@ -59,12 +59,8 @@ func generateWriteToken(dir string) (token, path string, err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fail(err)
 	}
-	fi, err := os.Stat(dir)
-	if err != nil {
+	if err := owndir.Check("the token's directory", dir); err != nil {
 		return fail(err)
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); !fi.IsDir() || ok && int(st.Uid) != os.Geteuid() || fi.Mode().Perm()&0o022 != 0 {
-		return fail(fmt.Errorf("%s must be a directory owned by the daemon's user and writable by nobody else (it is %s)", dir, fi.Mode()))
 	}
 	f, err := os.CreateTemp(dir, "."+writeTokenName+"-*")
 	if err != nil {

@@ -26,6 +26,8 @@
 package pidrec
 
 import (
+	"github.com/pool-managerd/pool-managerd/internal/owndir"
+
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -35,7 +37,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -159,23 +160,8 @@ func PrepareDir(stateDir string) error {
 // planted record would otherwise make the daemon SIGKILL the process it
 // names. A missing dir is fine (nothing to trust yet).
 func CheckDir(stateDir string) error {
-	fi, err := os.Lstat(stateDir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("state_dir %s: %w", stateDir, err)
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	switch {
-	case !fi.IsDir():
-		return fmt.Errorf("state_dir %s: not a directory (%s)", stateDir, fi.Mode().Type())
-	case !ok:
-		return fmt.Errorf("state_dir %s: no owner information", stateDir)
-	case int(st.Uid) != os.Geteuid():
-		return fmt.Errorf("state_dir %s: owned by uid %d, not the daemon's uid %d", stateDir, st.Uid, os.Geteuid())
-	case fi.Mode().Perm()&0o022 != 0:
-		return fmt.Errorf("state_dir %s: mode %04o lets group or others write it; chmod 0700", stateDir, fi.Mode().Perm())
+	if err := owndir.Check("state_dir", stateDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
 	}
 	return nil
 }

@@ -79,7 +79,7 @@ func TestPrepareDir(t *testing.T) {
 		t.Fatalf("state_dir mode %04o, want 0700", fi.Mode().Perm())
 	}
 	must(t, os.Chmod(dir, 0o757))
-	if err := PrepareDir(dir); err == nil || !strings.Contains(err.Error(), "chmod 0700") {
+	if err := PrepareDir(dir); err == nil || !strings.Contains(err.Error(), "chmod go-w") {
 		t.Fatalf("PrepareDir on a world-writable dir = %v, want a refusal", err)
 	}
 	if u, err := user.Lookup("nobody"); err == nil && os.Geteuid() == 0 {
