@@ -175,6 +175,11 @@ func newCorrelationID() string {
 // other status becomes an *apiError. long requests (reload --wait, events)
 // are bounded by ctx only, since the daemon answers them when done.
 func (cl *client) open(ctx context.Context, method, path string, in any, long bool) (*http.Response, context.CancelFunc, error) {
+	return cl.openWith(ctx, method, path, in, long, nil)
+}
+
+// openWith is open with extra request headers (Last-Event-ID).
+func (cl *client) openWith(ctx context.Context, method, path string, in any, long bool, hdr http.Header) (*http.Response, context.CancelFunc, error) {
 	cancel := context.CancelFunc(func() {})
 	if !long {
 		ctx, cancel = context.WithTimeout(ctx, cl.timeout)
@@ -201,6 +206,9 @@ func (cl *client) open(ctx context.Context, method, path string, in any, long bo
 	}
 	if cl.token != "" {
 		req.Header.Set("Authorization", "Bearer "+cl.token)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
 	}
 	resp, err := cl.hc.Do(req)
 	if err != nil {

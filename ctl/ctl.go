@@ -65,7 +65,7 @@ func init() {
 		{"lease", "POOL [--ttl D]", "take a lease on a pool", runLease},
 		{"release", "POOL LEASE_ID", "release a lease", runRelease},
 		{"place", "[--model REF] [--pool ID ...] [--ttl D]", "let the daemon pick a pool and take a lease on it", runPlace},
-		{"events", "[--pool ID]", "follow pool state changes until interrupted", runEvents},
+		{"events", "[--pool ID] [--no-reconnect]", "follow pool state changes until interrupted (reconnects and resumes)", runEvents},
 		{"logs", "POOL [--tail N]", "print a pool engine's last output lines", runLogs},
 		{"help", "[COMMAND]", "show this help, or a command's", runHelp},
 	}

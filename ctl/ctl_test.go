@@ -330,7 +330,7 @@ func TestEvents(t *testing.T) {
 		"GET /v1/pools":   func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `{"pools":[]}`) },
 		"GET /v1/pools/b": func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `{"pool_id":"b","state":"ready"}`) },
 	})
-	out, errOut, code := runCLI(t, context.Background(), f.srv.URL, "events")
+	out, errOut, code := runCLI(t, context.Background(), f.srv.URL, "events", "--no-reconnect")
 	wantCode(t, code, 1, errOut)
 	wantContains(t, "stderr", errOut, "event stream closed")
 	want := []string{
@@ -342,7 +342,7 @@ func TestEvents(t *testing.T) {
 		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 
-	out, _, _ = runCLI(t, context.Background(), f.srv.URL, "events", "--pool", "b", "--json")
+	out, _, _ = runCLI(t, context.Background(), f.srv.URL, "events", "--pool", "b", "--json", "--no-reconnect")
 	out = strings.SplitN(out, "\n", 2)[1] // after the current-state line
 	if want := `{"pool_id":"b","from":"preload","to":"ready","reason":"readiness ok","at_ms":1700000001000}` + "\n"; out != want {
 		t.Errorf("--pool b --json: %q, want %q", out, want)
@@ -371,7 +371,7 @@ func TestReadSSEEdgeCases(t *testing.T) {
 	// unterminated last event (dropped, as the spec says).
 	in := "id: 7\revent: x\rdata\rdata: two\r\rdata: next\n\ndata: partial"
 	var got []sseEvent
-	if err := readSSE(strings.NewReader(in), func(e sseEvent) error { got = append(got, e); return nil }); err != nil {
+	if err := readSSE(strings.NewReader(in), nil, func(e sseEvent) error { got = append(got, e); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	want := []sseEvent{{Type: "x", Data: "\ntwo", ID: "7"}, {Type: "message", Data: "next", ID: "7"}}
@@ -529,7 +529,7 @@ func TestEventsPrintsCurrentStatesFirst(t *testing.T) {
 			io.WriteString(w, sseStream)
 		},
 	})
-	out, errOut, code := runCLI(t, context.Background(), f.srv.URL, "events")
+	out, errOut, code := runCLI(t, context.Background(), f.srv.URL, "events", "--no-reconnect")
 	wantCode(t, code, 1, errOut)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	want := []string{
@@ -541,11 +541,108 @@ func TestEventsPrintsCurrentStatesFirst(t *testing.T) {
 		t.Fatalf("got\n%s\nwant first\n%s", out, strings.Join(want, "\n"))
 	}
 
-	out, _, _ = runCLI(t, context.Background(), f.srv.URL, "events", "--pool", "b", "--json")
+	out, _, _ = runCLI(t, context.Background(), f.srv.URL, "events", "--pool", "b", "--json", "--no-reconnect")
 	first := strings.SplitN(out, "\n", 2)[0]
 	if want := `{"pool_id":"b","from":"","to":"backoff","reason":"current state","at_ms":1699999995000}`; first != want {
 		t.Errorf("--pool b --json first line %q, want %q", first, want)
 	}
+}
+
+// When the stream ends, events reconnects with the last id it saw (also the
+// one the daemon's opening id: line set) and prints what the daemon replays,
+// each event once.
+func TestEventsReconnectsWithLastEventID(t *testing.T) {
+	var mu sync.Mutex
+	var got []string // the Last-Event-ID of each connection
+	second := make(chan struct{})
+	f := newFake(t, map[string]http.HandlerFunc{
+		"GET /v1/pools": func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `{"pools":[]}`) },
+		"GET /v1/events": func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			got = append(got, r.Header.Get("Last-Event-ID"))
+			n := len(got)
+			mu.Unlock()
+			w.Header().Set("Content-Type", "text/event-stream")
+			switch n {
+			case 1: // an opening id, one event, then the daemon goes away
+				io.WriteString(w, "retry: 1000\nid: r1-4\n\nid: r1-5\nevent: pool_state\ndata: {\"pool_id\":\"a\",\"from\":\"preload\",\"to\":\"ready\",\"reason\":\"readiness ok\",\"at_ms\":1700000001000}\n\n")
+			default: // the replay of what came after r1-5, then live
+				io.WriteString(w, "id: r1-6\nevent: pool_state\ndata: {\"pool_id\":\"a\",\"from\":\"ready\",\"to\":\"draining\",\"reason\":\"api\",\"at_ms\":1700000002000}\n\n")
+				w.(http.Flusher).Flush()
+				if n == 2 {
+					close(second)
+				}
+				<-r.Context().Done()
+			}
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-second:
+			time.Sleep(100 * time.Millisecond) // let the printed line out
+		case <-time.After(30 * time.Second):
+		}
+		cancel()
+	}()
+	out, errOut, code := runCLI(t, ctx, f.srv.URL, "events")
+	wantCode(t, code, 0, errOut)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) < 2 || got[0] != "" || got[1] != "r1-5" {
+		t.Fatalf("Last-Event-ID of the connections: %q, want [\"\" \"r1-5\"]", got)
+	}
+	want := fmtTime(1700000001000) + " a preload -> ready (readiness ok)\n" + fmtTime(1700000002000) + " a ready -> draining (api)\n"
+	if out != want {
+		t.Errorf("stdout\n%s\nwant\n%s", out, want)
+	}
+	wantContains(t, "stderr", errOut, "event stream ended (closed by the daemon); reconnecting")
+}
+
+// A reconnect the daemon cannot replay (it restarted) is an `event: reset`:
+// events says so on stderr and prints every pool's current state again.
+func TestEventsResetReprintsCurrentStates(t *testing.T) {
+	var mu sync.Mutex
+	n := 0
+	done := make(chan struct{})
+	f := newFake(t, map[string]http.HandlerFunc{
+		"GET /v1/pools": func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, `{"pools":[{"pool_id":"a","state":"ready","state_since_ms":1699999990000}]}`)
+		},
+		"GET /v1/events": func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			n++
+			k := n
+			mu.Unlock()
+			w.Header().Set("Content-Type", "text/event-stream")
+			if k == 1 {
+				io.WriteString(w, "id: r1-9\n\n")
+				return
+			}
+			io.WriteString(w, "id: r2-0\nevent: reset\ndata: {\"reason\":\"other_run\",\"message\":\"Last-Event-ID \\\"r1-9\\\" is from another run of the daemon (it restarted)\"}\n\n")
+			w.(http.Flusher).Flush()
+			if k == 2 {
+				close(done)
+			}
+			<-r.Context().Done()
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-done:
+			time.Sleep(200 * time.Millisecond)
+		case <-time.After(30 * time.Second):
+		}
+		cancel()
+	}()
+	out, errOut, code := runCLI(t, ctx, f.srv.URL, "events")
+	wantCode(t, code, 0, errOut)
+	line := fmtTime(1699999990000) + " a is ready (current state)\n"
+	if out != line+line {
+		t.Errorf("stdout %q, want the current state before and after the reset", out)
+	}
+	wantContains(t, "stderr", errOut, `events were missed: Last-Event-ID "r1-9" is from another run of the daemon`)
 }
 
 // events --pool names an unknown pool: a 404 at once, not a silent wait.

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
+	"time"
 )
 
 // maxEventLine bounds one SSE line; an event is one small JSON object.
@@ -23,8 +25,10 @@ type sseEvent struct {
 // readSSE parses a text/event-stream as the WHATWG spec says (lines end in
 // \n, \r\n or \r; ':' starts a comment, which daemons send as keep-alives; a
 // blank line dispatches; an event without data is dropped) and calls fn for
-// each event. It returns fn's error, or the reader's (nil at EOF).
-func readSSE(r io.Reader, fn func(sseEvent) error) error {
+// each event. It returns fn's error, or the reader's (nil at EOF). When
+// lastID is not nil it is kept at the stream's last event id, also one set
+// by an id: line of an event without data (the daemon's opening line).
+func readSSE(r io.Reader, lastID *string, fn func(sseEvent) error) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), maxEventLine)
 	sc.Split(scanSSELines)
@@ -56,7 +60,12 @@ func readSSE(r io.Reader, fn func(sseEvent) error) error {
 		case "data":
 			data = append(data, value)
 		case "id":
-			ev.ID = value
+			if !strings.ContainsRune(value, 0) { // the spec ignores such an id
+				ev.ID = value
+				if lastID != nil {
+					*lastID = value
+				}
+			}
 		} // "retry" and unknown fields: ignored, as the spec says
 	}
 	// An event not ended by a blank line is incomplete: the spec drops it.
@@ -97,11 +106,21 @@ type transition struct {
 	AtMS   int64  `json:"at_ms"`
 }
 
-// runEvents follows /v1/events until interrupted. The stream ending on its
-// own (the daemon stopped) is an error, so a wrapper script can reconnect.
+// eventsRetry is how long runEvents waits before it reconnects.
+const eventsRetry = time.Second
+
+// runEvents follows /v1/events until interrupted. When the stream ends (the
+// daemon restarted, or it dropped a client that fell behind), it reconnects
+// with the last event id it saw, so the daemon replays what was missed; when
+// the daemon cannot (an `event: reset`: another run, or too old), it says so
+// on stderr and prints every pool's current state again. --no-reconnect
+// makes the end of the stream an error (exit 1) instead, for a wrapper that
+// reconnects itself. The first connection failing is always an error, so a
+// wrong --addr fails at once.
 func runEvents(c *cli, args []string) error {
 	fs := c.flags()
 	only := fs.String("pool", "", "only this pool's events")
+	noReconnect := fs.Bool("no-reconnect", false, "exit 1 when the event stream ends instead of reconnecting")
 	if _, err := c.parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -109,26 +128,18 @@ func runEvents(c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	resp, cancel, err := cl.open(c.ctx, "GET", "/v1/events", nil, true)
-	if c.ctx.Err() != nil {
-		return nil // interrupted: the normal way to stop following
-	}
-	if err != nil {
-		return err
-	}
-	defer cancel()
-	defer resp.Body.Close()
-	// The stream is open (so nothing that happens from now on is missed):
-	// print where every pool stands, so a quiet daemon does not look dead,
-	// and an unknown --pool fails at once instead of waiting forever.
-	if err := c.printCurrentStates(cl, *only); err != nil {
-		if c.ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
+	var lastID string
 	var badEvent error
-	err = readSSE(resp.Body, func(ev sseEvent) error {
+	handle := func(ev sseEvent) error {
+		if ev.Type == "reset" {
+			var r struct{ Message string }
+			_ = json.Unmarshal([]byte(ev.Data), &r)
+			fmt.Fprintf(c.stderr, "poolctl: events were missed: %s\n", firstNonEmpty(r.Message, ev.Data))
+			if c.g.json {
+				printJSONLine(c.stdout, ev.Data)
+			}
+			return c.printCurrentStates(cl, *only)
+		}
 		var t transition
 		if err := json.Unmarshal([]byte(ev.Data), &t); err != nil && ev.Type == "pool_state" {
 			badEvent = fmt.Errorf("bad pool_state event %q: %w", ev.Data, err)
@@ -137,28 +148,104 @@ func runEvents(c *cli, args []string) error {
 		switch {
 		case *only != "" && t.PoolID != *only:
 		case c.g.json:
-			// One JSON object per line, even when the data spanned lines.
-			var b bytes.Buffer
-			if json.Compact(&b, []byte(ev.Data)) != nil {
-				b.Reset()
-				b.WriteString(ev.Data)
-			}
-			fmt.Fprintln(c.stdout, b.String())
+			printJSONLine(c.stdout, ev.Data)
 		case ev.Type == "pool_state":
 			fmt.Fprintf(c.stdout, "%s %s %s -> %s (%s)\n", fmtTime(t.AtMS), t.PoolID, t.From, t.To, t.Reason)
 		} // other event types are for newer clients
 		return nil
-	})
-	if c.ctx.Err() != nil {
-		return nil // interrupted: the normal way to stop following
 	}
-	if badEvent != nil {
-		return badEvent
+	connected, away := false, false
+	for {
+		var hdr http.Header
+		if lastID != "" {
+			hdr = http.Header{"Last-Event-Id": {lastID}}
+		}
+		resp, cancel, err := cl.openWith(c.ctx, "GET", "/v1/events", nil, true, hdr)
+		if c.ctx.Err() != nil {
+			return nil // interrupted: the normal way to stop following
+		}
+		var ae *apiError
+		if err != nil && (!connected || errors.As(err, &ae)) {
+			return err // a wrong address, token or pool: retrying will not help
+		}
+		if err != nil {
+			if !away {
+				fmt.Fprintf(c.stderr, "poolctl: the daemon does not answer (%v); retrying every %v\n", err, eventsRetry)
+				away = true
+			}
+			if !c.sleep(eventsRetry) {
+				return nil
+			}
+			continue
+		}
+		if away {
+			fmt.Fprintf(c.stderr, "poolctl: reconnected; resuming after event %s\n", lastID)
+			away = false
+		}
+		if !connected {
+			// The stream is open (so nothing that happens from now on is
+			// missed): print where every pool stands, so a quiet daemon does
+			// not look dead, and an unknown --pool fails at once instead of
+			// waiting forever.
+			if err := c.printCurrentStates(cl, *only); err != nil {
+				cancel()
+				resp.Body.Close()
+				if c.ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			connected = true
+		}
+		err = readSSE(resp.Body, &lastID, handle)
+		cancel()
+		resp.Body.Close()
+		switch {
+		case c.ctx.Err() != nil:
+			return nil // interrupted: the normal way to stop following
+		case badEvent != nil:
+			return badEvent
+		case *noReconnect && err != nil:
+			return cl.wrapErr(c.ctx, err)
+		case *noReconnect:
+			return errors.New("event stream closed by the daemon")
+		}
+		var ae2 *apiError
+		if errors.As(err, &ae2) { // printCurrentStates after a reset failed
+			return err
+		}
+		why := "closed by the daemon"
+		if err != nil {
+			why = err.Error()
+		}
+		fmt.Fprintf(c.stderr, "poolctl: event stream ended (%s); reconnecting\n", why)
+		if !c.sleep(eventsRetry) {
+			return nil
+		}
 	}
-	if err != nil {
-		return cl.wrapErr(c.ctx, err)
+}
+
+// printJSONLine prints an event's data as one line of compact JSON, even
+// when the data spanned lines.
+func printJSONLine(w io.Writer, data string) {
+	var b bytes.Buffer
+	if json.Compact(&b, []byte(data)) != nil {
+		b.Reset()
+		b.WriteString(data)
 	}
-	return errors.New("event stream closed by the daemon")
+	fmt.Fprintln(w, b.String())
+}
+
+// sleep waits d or until the command is interrupted; false: interrupted.
+func (c *cli) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.ctx.Done():
+		return false
+	}
 }
 
 // printCurrentStates prints one line per pool (or only the pool named) with
