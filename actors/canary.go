@@ -34,7 +34,7 @@ type canaryResult struct {
 	dur  time.Duration
 }
 
-func (canaryResult) poolMsg() {}
+func (*canaryResult) poolMessage() {}
 
 // canaryBodyLimit is how much of the canary's answer is read.
 const canaryBodyLimit = 1 << 20
@@ -61,7 +61,7 @@ func (a *pool) maybeIdleCanary(now time.Time) {
 		if ctx.Err() != nil {
 			return
 		}
-		a.root.Send(a.self, &canaryResult{gen: gen, idle: true, err: err, dur: time.Since(start)})
+		SendPool(a.root, a.self, &canaryResult{gen: gen, idle: true, err: err, dur: time.Since(start)})
 	}()
 }
 
@@ -100,7 +100,7 @@ func (a *pool) startCanary() {
 		if ctx.Err() != nil {
 			return
 		}
-		a.root.Send(a.self, &canaryResult{gen: gen, err: err, dur: time.Since(start)})
+		SendPool(a.root, a.self, &canaryResult{gen: gen, err: err, dur: time.Since(start)})
 	}()
 }
 

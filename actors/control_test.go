@@ -11,11 +11,11 @@ import (
 )
 
 func (h *harness) lease(id string) *LeaseReply {
-	return h.ask(h.reg, &AcquireLease{PoolID: id}).(*LeaseReply)
+	return ask(h, h.reg, &AcquireLease{PoolID: id})
 }
 
 func (h *harness) release(id, lease string) *ReleaseReply {
-	return h.ask(h.reg, &ReleaseLease{PoolID: id, LeaseID: lease}).(*ReleaseReply)
+	return ask(h, h.reg, &ReleaseLease{PoolID: id, LeaseID: lease})
 }
 
 func TestDrainWaitsForLastLease(t *testing.T) {
@@ -26,7 +26,7 @@ func TestDrainWaitsForLastLease(t *testing.T) {
 	if l1.Err != nil || l2.Err != nil || l2.Lease.ActiveLeases != 2 {
 		t.Fatalf("leases: %+v %+v", l1, l2)
 	}
-	r := h.ask(pid, &Drain{Deadline: time.Minute}).(*CommandReply)
+	r := ask(h, pid, &Drain{Deadline: time.Minute})
 	if r.State != StateDraining {
 		t.Fatalf("drain answered %v", r.State)
 	}
@@ -38,7 +38,7 @@ func TestDrainWaitsForLastLease(t *testing.T) {
 		t.Fatalf("lease while draining: %+v", l)
 	}
 	// Idempotent.
-	if r := h.ask(pid, &Drain{Deadline: time.Minute}).(*CommandReply); r.State != StateDraining || r.Err != nil {
+	if r := ask(h, pid, &Drain{Deadline: time.Minute}); r.State != StateDraining || r.Err != nil {
 		t.Fatalf("second drain: %+v", r)
 	}
 	h.release("p1", l1.Lease.LeaseID)
@@ -58,7 +58,7 @@ func TestDrainForcedAtDeadline(t *testing.T) {
 	pid := h.spawn(simPool("p1"))
 	h.waitState("p1", StateReady)
 	l := h.lease("p1")
-	h.ask(pid, &Drain{Deadline: 5 * time.Second})
+	ask(h, pid, &Drain{Deadline: 5 * time.Second})
 	clk.Advance(5 * time.Second)
 	st := h.waitState("p1", StateStopped)
 	if st.LastDrain == nil || !st.LastDrain.Forced || st.LastDrain.FinalLeases != 1 || st.ActiveLeases != 0 {
@@ -73,7 +73,7 @@ func TestDrainDuringPreloadAndBackoffIsHonoured(t *testing.T) {
 	h := newHarness(t, nil)
 	pid := h.spawn(simPool("p1", "--load-time", "1h"))
 	h.waitState("p1", StatePreload)
-	h.ask(pid, &Drain{Deadline: time.Minute})
+	ask(h, pid, &Drain{Deadline: time.Minute})
 	st := h.waitState("p1", StateStopped)
 	if st.PID != nil {
 		t.Fatalf("engine kept after drain in preload: %+v", st)
@@ -83,7 +83,7 @@ func TestDrainDuringPreloadAndBackoffIsHonoured(t *testing.T) {
 	cfg.Restart.Initial = time.Hour
 	pid2 := h.spawn(cfg)
 	h.waitState("p2", StateBackoff)
-	h.ask(pid2, &Drain{Deadline: time.Minute})
+	ask(h, pid2, &Drain{Deadline: time.Minute})
 	h.waitState("p2", StateStopped)
 	time.Sleep(0)
 	if st := h.get("p2"); st.State != StateStopped || st.NextRestartAtMS != nil {
@@ -133,7 +133,7 @@ func TestLeasesConcurrent(t *testing.T) {
 			for i := 0; i < 100; i++ {
 				var r *LeaseReply
 				if i%2 == 0 {
-					r = h.ask(h.reg, &Place{}).(*LeaseReply)
+					r = ask(h, h.reg, &Place{})
 				} else {
 					r = h.lease([]string{"a", "b"}[w%2])
 				}
@@ -186,18 +186,18 @@ func TestPlacementPicksFewestLeases(t *testing.T) {
 	}
 	h.lease("a")
 	h.lease("b")
-	r := h.ask(h.reg, &Place{}).(*LeaseReply)
+	r := ask(h, h.reg, &Place{})
 	if r.Err != nil || r.Lease.PoolID != "c" {
 		t.Fatalf("placement: %+v", r)
 	}
-	r = h.ask(h.reg, &Place{PoolIDs: []string{"b", "a"}}).(*LeaseReply)
+	r = ask(h, h.reg, &Place{PoolIDs: []string{"b", "a"}})
 	if r.Err != nil || r.Lease.PoolID != "a" { // tie on leases: id
 		t.Fatalf("placement tie: %+v", r)
 	}
-	if r := h.ask(h.reg, &Place{PoolIDs: []string{"zz"}}).(*LeaseReply); r.Err == nil || r.Err.Code != CodePoolNotFound {
+	if r := ask(h, h.reg, &Place{PoolIDs: []string{"zz"}}); r.Err == nil || r.Err.Code != CodePoolNotFound {
 		t.Fatalf("unknown id: %+v", r)
 	}
-	if r := h.ask(h.reg, &Place{ModelRef: "other"}).(*LeaseReply); r.Err == nil || r.Err.Code != CodePoolUnavailable || r.Err.RetryAfterMS <= 0 {
+	if r := ask(h, h.reg, &Place{ModelRef: "other"}); r.Err == nil || r.Err.Code != CodePoolUnavailable || r.Err.RetryAfterMS <= 0 {
 		t.Fatalf("no match: %+v", r)
 	}
 }
@@ -207,11 +207,11 @@ func TestReloadSucceeds(t *testing.T) {
 	pid := h.spawn(simPool("p1"))
 	old := h.waitState("p1", StateReady)
 	res := make(chan ReloadResult, 1)
-	r := h.ask(pid, &Reload{ModelRef: "test/model-b", EngineVersion: "v2", Deadline: -1, Result: res}).(*CommandReply)
+	r := ask(h, pid, &Reload{ModelRef: "test/model-b", EngineVersion: "v2", Deadline: -1, Result: res})
 	if r.Err != nil {
 		t.Fatal(r.Err)
 	}
-	if r2 := h.ask(pid, &Reload{ModelRef: "x", Deadline: -1}).(*CommandReply); r2.Err == nil || r2.Err.Code != CodeReloadInProgress {
+	if r2 := ask(h, pid, &Reload{ModelRef: "x", Deadline: -1}); r2.Err == nil || r2.Err.Code != CodeReloadInProgress {
 		t.Fatalf("second reload: %+v", r2)
 	}
 	out := <-res
@@ -232,7 +232,7 @@ func TestReloadToMissingModelRefusedByPreflight(t *testing.T) {
 	old := h.waitState("p1", StateReady)
 	res := make(chan ReloadResult, 1)
 	missing := filepath.Join(t.TempDir(), "model.gguf")
-	r := h.ask(pid, &Reload{ModelRef: missing, EngineVersion: "v2", Deadline: -1, Result: res}).(*CommandReply)
+	r := ask(h, pid, &Reload{ModelRef: missing, EngineVersion: "v2", Deadline: -1, Result: res})
 	if r.Err == nil || r.Err.Code != CodePreflightFailed || !strings.Contains(r.Err.Message, missing+": no such file or directory") {
 		t.Fatalf("reload reply: %+v", r)
 	}
@@ -262,7 +262,7 @@ func TestReloadToCrashingCommandRollsBack(t *testing.T) {
 	bad.Command = append(append([]string{}, cfg.Command...), "--exit-immediately")
 	bad.EngineVersion = "v2"
 	res := make(chan ReloadResult, 1)
-	h.ask(pid, &Reload{Config: &bad, Deadline: -1, Result: res})
+	ask(h, pid, &Reload{Config: &bad, Deadline: -1, Result: res})
 	out := <-res
 	if st := h.get("p1"); out.Result != "rolled_back" || !st.Ready || st.EngineVersion != "v1" {
 		t.Fatalf("rollback: %+v %+v", out, st)
@@ -276,15 +276,15 @@ func TestConfigChangeOnStoppedPoolKeepsItStopped(t *testing.T) {
 	cfg := simPool("p1")
 	pid := h.spawn(cfg)
 	h.waitState("p1", StateReady)
-	h.ask(pid, &Drain{Deadline: 0})
+	ask(h, pid, &Drain{Deadline: 0})
 	h.waitState("p1", StateStopped)
 	next := cfg
 	next.EngineVersion = "v9"
-	r := h.ask(pid, &Reload{Config: &next, Deadline: -1}).(*CommandReply)
+	r := ask(h, pid, &Reload{Config: &next, Deadline: -1})
 	if st := h.get("p1"); r.Err != nil || st.State != StateStopped || st.EngineVersion != "v9" || st.PID != nil {
 		t.Fatalf("reply %+v, status %+v", r, st)
 	}
-	h.ask(pid, &Start{})
+	ask(h, pid, &Start{})
 	if st := h.waitState("p1", StateReady); st.EngineVersion != "v9" {
 		t.Fatalf("start ran the old config: %+v", st)
 	}

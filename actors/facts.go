@@ -32,7 +32,7 @@ func (a *pool) queryFacts(ctx context.Context, gen uint64, kind, baseURL string)
 	if ctx.Err() != nil {
 		return
 	}
-	a.root.Send(a.self, &engineFactsMsg{gen: gen, facts: f, err: err})
+	SendPool(a.root, a.self, &engineFactsMsg{gen: gen, facts: f, err: err})
 }
 
 // wantsFacts reports whether the config leaves anything to ask the engine.
@@ -74,7 +74,7 @@ func (a *pool) startDigest(path string) {
 	self, root := a.self, a.root
 	go func() {
 		d, err := engine.ModelDigest(context.Background(), path)
-		root.Send(self, &modelDigestMsg{path: path, digest: d, err: err})
+		SendPool(root, self, &modelDigestMsg{path: path, digest: d, err: err})
 	}()
 }
 

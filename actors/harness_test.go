@@ -51,7 +51,7 @@ func newHarness(t *testing.T, clock Clock) *harness {
 	}))
 	h := &harness{t: t, sys: sys, clock: clock, events: make(chan Transition, subscriberBuffer), logs: logs, pools: map[string]*actor.PID{}, queued: map[string][]Transition{}}
 	h.reg = sys.Root.Spawn(NewRegistryProps(clock, logger))
-	sys.Root.Send(h.reg, &Subscribe{Ch: h.events})
+	SendRegistry(sys.Root, h.reg, &Subscribe{Ch: h.events})
 	t.Cleanup(func() {
 		for _, pid := range h.pools {
 			_ = sys.Root.StopFuture(pid).Wait()
@@ -120,18 +120,19 @@ func (h *harness) waitState(id string, want State) PoolStatus {
 
 func (h *harness) get(id string) PoolStatus {
 	h.t.Helper()
-	r, err := h.sys.Root.RequestFuture(h.reg, &GetPool{PoolID: id}, 5*time.Second).Result()
+	r, err := Ask(h.sys.Root, h.reg, &GetPool{PoolID: id}, 5*time.Second)
 	if err != nil {
 		h.t.Fatalf("GetPool: %v", err)
 	}
-	return r.(*PoolReply).Status
+	return r.Status
 }
 
-func (h *harness) ask(pid *actor.PID, msg any) any {
+// ask sends q to pid and returns its reply, failing the test on any error.
+func ask[R any](h *harness, pid *actor.PID, q Question[R]) R {
 	h.t.Helper()
-	r, err := h.sys.Root.RequestFuture(pid, msg, 10*time.Second).Result()
+	r, err := Ask(h.sys.Root, pid, q, 10*time.Second)
 	if err != nil {
-		h.t.Fatalf("request %T: %v", msg, err)
+		h.t.Fatalf("request %T: %v", q, err)
 	}
 	return r
 }

@@ -130,11 +130,32 @@ type Pong struct{}
 
 type leaseExpired struct{ PoolID, LeaseID string }
 
-// ---- pool messages (closed set: each implements poolMsg) ----
+// The registry's messages (RegistryMessage).
+func (*RegisterPool) registryMessage()    {}
+func (*UnregisterPool) registryMessage()  {}
+func (*StatusUpdate) registryMessage()    {}
+func (*GetPools) registryMessage()        {}
+func (*GetPool) registryMessage()         {}
+func (*AcquireLease) registryMessage()    {}
+func (*Place) registryMessage()           {}
+func (*ReleaseLease) registryMessage()    {}
+func (*Subscribe) registryMessage()       {}
+func (*SubscribeEvents) registryMessage() {}
+func (*Unsubscribe) registryMessage()     {}
+func (*Ping) registryMessage()            {}
+func (*Broadcast) registryMessage()       {}
+func (*leaseExpired) registryMessage()    {}
 
-// poolMsg marks the messages a pool actor handles; Broadcast carries only
-// these.
-type poolMsg interface{ poolMsg() }
+// The registry's questions and their replies (Question).
+func (*GetPools) answeredBy(*PoolsReply)            {}
+func (*GetPool) answeredBy(*PoolReply)              {}
+func (*AcquireLease) answeredBy(*LeaseReply)        {}
+func (*Place) answeredBy(*LeaseReply)               {}
+func (*ReleaseLease) answeredBy(*ReleaseReply)      {}
+func (*SubscribeEvents) answeredBy(*SubscribeReply) {}
+func (*Ping) answeredBy(*Pong)                      {}
+
+// ---- pool messages (closed set: each implements PoolMessage) ----
 
 // Drain asks the pool to stop taking leases and stop its engine once leases
 // reach 0 or at the deadline. Reply: CommandReply.
@@ -180,9 +201,6 @@ type CommandReply struct {
 // another actor under the same id). Reply: PoolReply.
 type GetStatus struct{}
 
-// poolMsg marks GetStatus as a message a pool actor handles.
-func (GetStatus) poolMsg() {}
-
 // LeasesChanged tells a draining pool how many leases it still has.
 type LeasesChanged struct{ Active int }
 
@@ -195,21 +213,28 @@ type GetLogs struct{ Tail int }
 // LogsReply answers GetLogs.
 type LogsReply struct{ Lines []engine.Line }
 
-// poolMsg marks the commands and notices a pool actor handles.
-func (Drain) poolMsg()         {}
-func (Reload) poolMsg()        {}
-func (Start) poolMsg()         {}
-func (LeasesChanged) poolMsg() {}
-func (GPUEvent) poolMsg()      {}
-func (GetLogs) poolMsg()       {}
-
 // Broadcast asks the registry to forward Msg, a pool message (GPUEvent,
 // DevicesUpdate), to every pool actor.
-type Broadcast struct{ Msg poolMsg }
+type Broadcast struct{ Msg PoolMessage }
 
 // DevicesUpdate carries a fresh NVML snapshot; each pool refreshes the free
 // memory of the devices it uses (placement's tie-break, the GPU metric).
 type DevicesUpdate struct{ Devices []gpu.Device }
 
-// poolMsg marks DevicesUpdate as a message a pool actor handles.
-func (DevicesUpdate) poolMsg() {}
+// The commands, queries and notices a pool actor handles (PoolMessage; its
+// internal messages are marked where they are declared).
+func (*Drain) poolMessage()         {}
+func (*Reload) poolMessage()        {}
+func (*Start) poolMessage()         {}
+func (*GetStatus) poolMessage()     {}
+func (*GetLogs) poolMessage()       {}
+func (*LeasesChanged) poolMessage() {}
+func (*GPUEvent) poolMessage()      {}
+func (*DevicesUpdate) poolMessage() {}
+
+// The pool's questions and their replies (Question).
+func (*Drain) answeredBy(*CommandReply)  {}
+func (*Reload) answeredBy(*CommandReply) {}
+func (*Start) answeredBy(*CommandReply)  {}
+func (*GetStatus) answeredBy(*PoolReply) {}
+func (*GetLogs) answeredBy(*LogsReply)   {}

@@ -217,18 +217,18 @@ type timerFired struct {
 	token uint64
 }
 
-// The internal messages are pool messages too (poolMsg marks the set a pool
-// actor handles).
-func (spawned) poolMsg()        {}
-func (spawnFailed) poolMsg()    {}
-func (exited) poolMsg()         {}
-func (probeReady) poolMsg()     {}
-func (livenessResult) poolMsg() {}
-func (engineStopped) poolMsg()  {}
-func (timerFired) poolMsg()     {}
-func (engineMetrics) poolMsg()  {}
-func (engineFactsMsg) poolMsg() {}
-func (modelDigestMsg) poolMsg() {}
+// The internal messages are pool messages too (PoolMessage): the actor
+// sends them to itself with SendPool.
+func (*spawned) poolMessage()        {}
+func (*spawnFailed) poolMessage()    {}
+func (*exited) poolMessage()         {}
+func (*probeReady) poolMessage()     {}
+func (*livenessResult) poolMessage() {}
+func (*engineStopped) poolMessage()  {}
+func (*timerFired) poolMessage()     {}
+func (*engineMetrics) poolMessage()  {}
+func (*engineFactsMsg) poolMessage() {}
+func (*modelDigestMsg) poolMessage() {}
 
 // NewPoolProps builds the props of one pool's actor.
 func NewPoolProps(cfg config.Pool, d PoolDeps) *actor.Props {
@@ -294,7 +294,7 @@ func (a *pool) Receive(ctx actor.Context) {
 	case *actor.Started:
 		a.self, a.root = ctx.Self(), ctx.ActorSystem().Root
 		a.st.StateSinceMS = a.now().UnixMilli()
-		ctx.Send(a.d.Registry, &RegisterPool{Status: a.st, PID: a.self})
+		SendRegistry(ctx, a.d.Registry, &RegisterPool{Status: a.st, PID: a.self})
 		a.startPreload("start")
 	case *actor.Stopping, *actor.Restarting:
 		a.shutdownNow()
@@ -377,7 +377,7 @@ func (a *pool) publish() {
 		return
 	}
 	st := a.st
-	a.root.Send(a.d.Registry, &StatusUpdate{Status: st, Transitions: a.pending, PID: a.self})
+	SendRegistry(a.root, a.d.Registry, &StatusUpdate{Status: st, Transitions: a.pending, PID: a.self})
 	a.pending, a.dirty = nil, false
 }
 
@@ -442,7 +442,7 @@ func (a *pool) armTimer(kind string, d time.Duration) {
 	a.cancelTimer(kind)
 	a.token++
 	tok, self, root := a.token, a.self, a.root
-	t := a.d.Clock.AfterFunc(d, func() { root.Send(self, &timerFired{kind: kind, token: tok}) })
+	t := a.d.Clock.AfterFunc(d, func() { SendPool(root, self, &timerFired{kind: kind, token: tok}) })
 	a.timers[kind] = timerRef{token: tok, t: t}
 }
 

@@ -59,7 +59,7 @@ func (a *pool) abandonRun() {
 // preload runs outside the actor: it may read only its arguments, a.d, a.sink
 // and atomics.
 func (a *pool) preload(ctx context.Context, gen uint64, cfg config.Pool) {
-	send := func(m any) { a.root.Send(a.self, m) }
+	send := func(m PoolMessage) { SendPool(a.root, a.self, m) }
 	if filepath.IsAbs(cfg.ModelRef) {
 		if _, err := os.Stat(cfg.ModelRef); err != nil {
 			send(&spawnFailed{gen: gen, reason: ReasonModelMissing, err: fmt.Errorf("model_ref: %w", err)})
@@ -170,7 +170,7 @@ func (a *pool) pollReadinessWith(ctx context.Context, gen uint64, proc *engine.P
 			a.activity.Store(ended.UnixNano())
 		}
 		if r.OK() {
-			a.root.Send(a.self, &probeReady{gen: gen})
+			SendPool(a.root, a.self, &probeReady{gen: gen})
 			return
 		}
 		wait := poll(ended.Sub(proc.StartedAt()))
@@ -416,7 +416,7 @@ func (a *pool) liveness(ctx context.Context, gen uint64, proc *engine.Process, u
 			}
 		}
 		prevEnd = a.d.Clock.Now()
-		a.root.Send(a.self, m)
+		SendPool(a.root, a.self, m)
 	}
 }
 
@@ -456,7 +456,7 @@ func (a *pool) scrapeMetrics(ctx context.Context, gen uint64, url string, cfg co
 		if ctx.Err() != nil {
 			return
 		}
-		a.root.Send(a.self, &engineMetrics{gen: gen, q: q, err: err, at: at})
+		SendPool(a.root, a.self, &engineMetrics{gen: gen, q: q, err: err, at: at})
 		every := cfg.Interval
 		if fast.Load() && every > scrapeFastEvery {
 			every = scrapeFastEvery
@@ -681,7 +681,7 @@ func (a *pool) stopEngine(then func()) {
 	p, grace := a.proc, a.cfg.StopGrace
 	go func() {
 		ex := a.stopProc(p, grace)
-		a.root.Send(a.self, &engineStopped{proc: p, exit: ex})
+		SendPool(a.root, a.self, &engineStopped{proc: p, exit: ex})
 	}()
 }
 

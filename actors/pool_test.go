@@ -102,7 +102,7 @@ func TestPoolSIGTERMIgnoringEngineIsKilledAfterGrace(t *testing.T) {
 	cfg.StopGrace = 300 * time.Millisecond
 	pid := h.spawn(cfg)
 	st := h.waitState("p1", StateReady)
-	h.ask(pid, &Drain{Deadline: 0})
+	ask(h, pid, &Drain{Deadline: 0})
 	end := h.waitState("p1", StateStopped)
 	if !gone(*st.PID) || !groupGone(*st.PID) {
 		t.Fatalf("engine %d survived its stop", *st.PID)
@@ -119,7 +119,7 @@ func TestPoolForkingEngineLeavesNoProcess(t *testing.T) {
 	h := newHarness(t, nil)
 	pid := h.spawn(simPool("p1", "--fork-children", "3"))
 	st := h.waitState("p1", StateReady)
-	h.ask(pid, &Drain{Deadline: 0})
+	ask(h, pid, &Drain{Deadline: 0})
 	h.waitState("p1", StateStopped)
 	if !groupGone(*st.PID) {
 		t.Fatalf("process group %d still has members after stop", *st.PID)
@@ -209,7 +209,7 @@ func TestPoolStartFromFailedResetsBreaker(t *testing.T) {
 	if err := os.WriteFile(model, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := h.ask(pid, &Start{}).(*CommandReply)
+	r := ask(h, pid, &Start{})
 	if r.Err != nil || !r.Changed {
 		t.Fatalf("start: %+v", r)
 	}
@@ -217,7 +217,7 @@ func TestPoolStartFromFailedResetsBreaker(t *testing.T) {
 	if st.ConsecutiveFailures != 0 {
 		t.Fatalf("breaker not reset: %+v", st)
 	}
-	if r := h.ask(pid, &Start{}).(*CommandReply); r.Changed || r.State != StateReady {
+	if r := ask(h, pid, &Start{}); r.Changed || r.State != StateReady {
 		t.Fatalf("start on a ready pool: %+v", r)
 	}
 }
@@ -259,15 +259,15 @@ func TestRestartCountCountsOnlyRestartsAfterFailures(t *testing.T) {
 	if st.RestartCount != 0 || st.Starts != 1 {
 		t.Fatalf("first start: restart_count %d, starts %d; want 0, 1", st.RestartCount, st.Starts)
 	}
-	h.ask(pid, &Drain{Deadline: 0})
+	ask(h, pid, &Drain{Deadline: 0})
 	h.waitState("p1", StateStopped)
-	h.ask(pid, &Start{})
+	ask(h, pid, &Start{})
 	st = h.waitState("p1", StateReady)
 	if st.RestartCount != 0 || st.Starts != 2 {
 		t.Fatalf("after drain + start: restart_count %d, starts %d; want 0, 2", st.RestartCount, st.Starts)
 	}
 	res := make(chan ReloadResult, 1)
-	h.ask(pid, &Reload{ModelRef: "test/model-b", Deadline: -1, Result: res})
+	ask(h, pid, &Reload{ModelRef: "test/model-b", Deadline: -1, Result: res})
 	if out := <-res; out.Result != "succeeded" {
 		t.Fatalf("reload: %+v", out)
 	}

@@ -54,7 +54,7 @@ func TestPreflightRealLlamaReloadRefused(t *testing.T) {
 		{corrupt, `invalid magic "this", expected "GGUF"`},
 	} {
 		start := time.Now()
-		r := h.ask(pid, &Reload{ModelRef: tc.model, Deadline: -1, Result: make(chan ReloadResult, 1)}).(*CommandReply)
+		r := ask(h, pid, &Reload{ModelRef: tc.model, Deadline: -1, Result: make(chan ReloadResult, 1)})
 		took := time.Since(start)
 		if r.Err == nil || r.Err.Code != CodePreflightFailed || !strings.Contains(r.Err.Message, tc.want) {
 			t.Fatalf("reload to %s: %+v, want PREFLIGHT_FAILED naming %q", tc.model, r.Err, tc.want)
@@ -126,7 +126,7 @@ func TestPreflightHostRAM(t *testing.T) {
 	old := h.waitState("p1", StateReady)
 	next := cfg
 	next.MinFreeRAMMiB = 1 << 40
-	r := h.ask(pid, &Reload{Config: &next, Deadline: -1}).(*CommandReply)
+	r := ask(h, pid, &Reload{Config: &next, Deadline: -1})
 	if r.Err == nil || r.Err.Code != CodePreflightFailed || !strings.Contains(r.Err.Message, "pool needs 1099511627776 MiB") {
 		t.Fatalf("reload needing 1 EiB: %+v", r.Err)
 	}
@@ -135,7 +135,7 @@ func TestPreflightHostRAM(t *testing.T) {
 	}
 	next.MinFreeRAMMiB = 1 // the running engine's memory counts as available too
 	res := make(chan ReloadResult, 1)
-	if r := h.ask(pid, &Reload{Config: &next, Deadline: -1, Result: res}).(*CommandReply); r.Err != nil {
+	if r := ask(h, pid, &Reload{Config: &next, Deadline: -1, Result: res}); r.Err != nil {
 		t.Fatalf("reload needing 1 MiB: %+v", r.Err)
 	}
 	if out := <-res; out.Result != "succeeded" {
@@ -190,7 +190,7 @@ func TestPreflightVRAM(t *testing.T) {
 
 	refused := func(next config.Pool, want string) {
 		t.Helper()
-		r := h.ask(pid, &Reload{Config: &next, Deadline: -1}).(*CommandReply)
+		r := ask(h, pid, &Reload{Config: &next, Deadline: -1})
 		if r.Err == nil || r.Err.Code != CodePreflightFailed || !strings.Contains(r.Err.Message, want) {
 			t.Fatalf("reload to devices %v needing %d MiB: %+v, want %q", next.Devices, next.MinFreeVRAMMiB, r.Err, want)
 		}
@@ -215,7 +215,7 @@ func TestPreflightVRAM(t *testing.T) {
 	same.EngineVersion = "v2"
 	l := h.lease("p1")
 	res := make(chan ReloadResult, 1)
-	if r := h.ask(pid, &Reload{Config: &same, Deadline: time.Minute, Result: res}).(*CommandReply); r.Err != nil {
+	if r := ask(h, pid, &Reload{Config: &same, Deadline: time.Minute, Result: res}); r.Err != nil {
 		t.Fatalf("reload on the engine's own GPU: %+v", r.Err)
 	}
 	free[0].Store(d0.MemoryInfo.Total) // the stopped engine gives its memory back

@@ -3,6 +3,7 @@ package actors
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"sort"
 	"time"
@@ -131,10 +132,10 @@ func (r *Registry) handle(ctx actor.Context) any {
 		return &Pong{}
 	case *Broadcast:
 		for _, e := range r.pools {
-			ctx.Send(e.pid, m.Msg)
+			SendPool(ctx, e.pid, m.Msg)
 		}
 	default:
-		r.log.Warn("registry: unknown message", "type", slog.AnyValue(m).String())
+		r.log.Warn("registry: unknown message", "type", fmt.Sprintf("%T", m))
 	}
 	return nil
 }
@@ -177,7 +178,7 @@ func (r *Registry) update(ctx actor.Context, m *StatusUpdate) {
 		r.dropLeases(e) // docs/contract.md §3: when a pool stops, its leases are dropped
 	}
 	if m.Status.State == StateDraining {
-		ctx.Send(e.pid, &LeasesChanged{Active: len(e.leases)})
+		SendPool(ctx, e.pid, &LeasesChanged{Active: len(e.leases)})
 	}
 	r.pub.publish(r) // a subscriber that reads on an event sees its state
 	for _, t := range m.Transitions {
@@ -262,7 +263,7 @@ func (r *Registry) allocate(ctx actor.Context, e *entry, ttl time.Duration) Leas
 		l.expires = r.clock.Now().Add(ttl)
 		out.ExpiresAtMS = ptr(l.expires.UnixMilli())
 		self, root, pool := ctx.Self(), ctx.ActorSystem().Root, e.status.PoolID
-		l.timer = r.clock.AfterFunc(ttl, func() { root.Send(self, &leaseExpired{PoolID: pool, LeaseID: id}) })
+		l.timer = r.clock.AfterFunc(ttl, func() { SendRegistry(root, self, &leaseExpired{PoolID: pool, LeaseID: id}) })
 	}
 	e.leases[id] = l
 	r.pub.mark(e.status.PoolID)
@@ -288,7 +289,7 @@ func (r *Registry) release(ctx actor.Context, poolID, leaseID string) *ReleaseRe
 	delete(e.leases, leaseID)
 	r.pub.mark(poolID)
 	if e.status.State == StateDraining {
-		ctx.Send(e.pid, &LeasesChanged{Active: len(e.leases)})
+		SendPool(ctx, e.pid, &LeasesChanged{Active: len(e.leases)})
 	}
 	return &ReleaseReply{ActiveLeases: len(e.leases)}
 }

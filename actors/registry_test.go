@@ -24,7 +24,7 @@ func readyStatus(id string, freeMiB ...uint64) PoolStatus {
 func (h *harness) register(sts ...PoolStatus) {
 	sink := h.sys.Root.Spawn(actor.PropsFromFunc(func(actor.Context) {}))
 	for _, st := range sts {
-		h.sys.Root.Send(h.reg, &RegisterPool{Status: st, PID: sink})
+		SendRegistry(h.sys.Root, h.reg, &RegisterPool{Status: st, PID: sink})
 	}
 }
 
@@ -32,15 +32,15 @@ func TestPlacementTieBreaksOnFreeVRAMThenID(t *testing.T) {
 	h := newHarness(t, nil)
 	h.register(readyStatus("a", 1000), readyStatus("b", 3000), readyStatus("c", 2000), readyStatus("d"))
 	// Equal leases: most free VRAM wins.
-	if r := h.ask(h.reg, &Place{}).(*LeaseReply); r.Err != nil || r.Lease.PoolID != "b" {
+	if r := ask(h, h.reg, &Place{}); r.Err != nil || r.Lease.PoolID != "b" {
 		t.Fatalf("want b (most VRAM), got %+v", r)
 	}
 	// b now has a lease; c has the most VRAM among the pools with none.
-	if r := h.ask(h.reg, &Place{}).(*LeaseReply); r.Lease.PoolID != "c" {
+	if r := ask(h, h.reg, &Place{}); r.Lease.PoolID != "c" {
 		t.Fatalf("want c, got %+v", r.Lease)
 	}
 	// Unknown VRAM counts as equal: between a (known) and d (unknown), id decides.
-	if r := h.ask(h.reg, &Place{PoolIDs: []string{"d", "a"}}).(*LeaseReply); r.Lease.PoolID != "a" {
+	if r := ask(h, h.reg, &Place{PoolIDs: []string{"d", "a"}}); r.Lease.PoolID != "a" {
 		t.Fatalf("want a, got %+v", r.Lease)
 	}
 }
@@ -49,8 +49,8 @@ func TestLeaseTTLExpires(t *testing.T) {
 	clk := NewFakeClock(time.Unix(1_700_000_000, 0))
 	h := newHarness(t, clk)
 	h.register(readyStatus("a"))
-	l := h.ask(h.reg, &AcquireLease{PoolID: "a", TTL: 5 * time.Second}).(*LeaseReply)
-	keep := h.ask(h.reg, &AcquireLease{PoolID: "a"}).(*LeaseReply)
+	l := ask(h, h.reg, &AcquireLease{PoolID: "a", TTL: 5 * time.Second})
+	keep := ask(h, h.reg, &AcquireLease{PoolID: "a"})
 	if l.Err != nil || l.Lease.ExpiresAtMS == nil || *l.Lease.ExpiresAtMS != clk.Now().Add(5*time.Second).UnixMilli() {
 		t.Fatalf("lease: %+v", l)
 	}
@@ -77,10 +77,10 @@ func TestLeaseTTLExpires(t *testing.T) {
 func TestLeasesDroppedWhenPoolLeavesReady(t *testing.T) {
 	h := newHarness(t, nil)
 	h.register(readyStatus("a"))
-	l := h.ask(h.reg, &AcquireLease{PoolID: "a"}).(*LeaseReply)
+	l := ask(h, h.reg, &AcquireLease{PoolID: "a"})
 	st := readyStatus("a")
 	st.State, st.Ready = StateBackoff, false
-	h.sys.Root.Send(h.reg, &StatusUpdate{Status: st})
+	SendRegistry(h.sys.Root, h.reg, &StatusUpdate{Status: st})
 	if got := h.get("a"); got.ActiveLeases != 0 {
 		t.Fatalf("leases kept after the engine died: %d", got.ActiveLeases)
 	}

@@ -21,8 +21,8 @@ func TestStartDuringReloadLeavesReloadAlone(t *testing.T) {
 	next.EngineVersion = "v2"
 	next.Command = append(append([]string{}, cfg.Command...), "--load-time", "300ms")
 	res := make(chan ReloadResult, 1)
-	h.ask(pid, &Reload{Config: &next, Deadline: -1, Result: res})
-	if r := h.ask(pid, &Start{}).(*CommandReply); r.Changed || r.Err != nil {
+	ask(h, pid, &Reload{Config: &next, Deadline: -1, Result: res})
+	if r := ask(h, pid, &Start{}); r.Changed || r.Err != nil {
 		t.Fatalf("start during reload: %+v", r)
 	}
 	out := <-res
@@ -44,7 +44,7 @@ func TestReloadFromFailedResetsBreaker(t *testing.T) {
 	// 10 ms it may already be preloading again).
 	good.Restart.Initial, good.Restart.Max = time.Hour, time.Hour
 	res := make(chan ReloadResult, 1)
-	h.ask(pid, &Reload{Config: &good, Deadline: -1, Result: res})
+	ask(h, pid, &Reload{Config: &good, Deadline: -1, Result: res})
 	if out := <-res; out.Result != "succeeded" {
 		t.Fatalf("reload: %+v", out)
 	}
@@ -64,15 +64,15 @@ func TestCancelledReloadKeepsPreviousModel(t *testing.T) {
 	cfg := simPool("p1")
 	pid := h.spawn(cfg)
 	h.waitState("p1", StateReady)
-	h.ask(pid, &Drain{Deadline: 0})
+	ask(h, pid, &Drain{Deadline: 0})
 	h.waitState("p1", StateStopped)
 	slow := cfg
 	slow.ModelRef = "test/slow"
 	slow.Command = append(append([]string{}, cfg.Command...), "--load-time", "1h")
 	res := make(chan ReloadResult, 1)
-	h.ask(pid, &Reload{ModelRef: "test/slow", Deadline: -1, Result: res})
+	ask(h, pid, &Reload{ModelRef: "test/slow", Deadline: -1, Result: res})
 	h.waitState("p1", StatePreload)
-	r := h.ask(pid, &Drain{Deadline: 0}).(*CommandReply)
+	r := ask(h, pid, &Drain{Deadline: 0})
 	if out := <-res; out.Result != "cancelled" || r.State != StateDraining {
 		t.Fatalf("reload %+v, drain reply %+v", out, r)
 	}
@@ -130,8 +130,8 @@ func TestRegistryIgnoresStaleActor(t *testing.T) {
 	stale := h.sys.Root.Spawn(actor.PropsFromFunc(func(actor.Context) {}))
 	st := readyStatus("a")
 	st.State, st.Ready = StateStopped, false
-	h.sys.Root.Send(h.reg, &StatusUpdate{Status: st, PID: stale})
-	h.sys.Root.Send(h.reg, &UnregisterPool{PoolID: "a", PID: stale})
+	SendRegistry(h.sys.Root, h.reg, &StatusUpdate{Status: st, PID: stale})
+	SendRegistry(h.sys.Root, h.reg, &UnregisterPool{PoolID: "a", PID: stale})
 	if got := h.get("a"); got.PoolID != "a" || got.State != StateReady {
 		t.Fatalf("a stale actor changed the entry: %+v", got)
 	}

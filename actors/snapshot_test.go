@@ -23,25 +23,23 @@ func TestRegistryPublishesBeforeAnswering(t *testing.T) {
 	}
 	reg := sys.Root.Spawn(NewPublishingRegistryProps(RealClock{}, slog.New(slog.NewTextHandler(io.Discard, nil)), &view))
 	pool := sys.Root.Spawn(actor.PropsFromFunc(func(actor.Context) {}))
-	ask := func(m any) any {
+	ping := func() {
 		t.Helper()
-		r, err := sys.Root.RequestFuture(reg, m, 10*time.Second).Result()
-		if err != nil {
-			t.Fatalf("%T: %v", m, err)
+		if _, err := Ask(sys.Root, reg, &Ping{}, 10*time.Second); err != nil {
+			t.Fatalf("Ping: %v", err)
 		}
-		return r
 	}
 	events := make(chan Transition, 8)
-	sys.Root.Send(reg, &Subscribe{Ch: events})
+	SendRegistry(sys.Root, reg, &Subscribe{Ch: events})
 	for _, id := range []string{"p2", "p1"} {
-		sys.Root.Send(reg, &RegisterPool{Status: PoolStatus{PoolID: id, State: StatePreload}, PID: pool})
+		SendRegistry(sys.Root, reg, &RegisterPool{Status: PoolStatus{PoolID: id, State: StatePreload}, PID: pool})
 	}
-	ask(&Ping{})
+	ping()
 	if got := view.Load().Pools(); len(got) != 2 || got[0].PoolID != "p1" || got[1].PoolID != "p2" {
 		t.Fatalf("view after registering = %+v, want p1, p2", got)
 	}
 
-	sys.Root.Send(reg, &StatusUpdate{Status: PoolStatus{PoolID: "p1", State: StateReady, Ready: true}, PID: pool,
+	SendRegistry(sys.Root, reg, &StatusUpdate{Status: PoolStatus{PoolID: "p1", State: StateReady, Ready: true}, PID: pool,
 		Transitions: []Transition{{PoolID: "p1", From: StatePreload, To: StateReady}}})
 	select {
 	case <-events:
@@ -53,7 +51,10 @@ func TestRegistryPublishesBeforeAnswering(t *testing.T) {
 	}
 
 	before := view.Load()
-	lr := ask(&AcquireLease{PoolID: "p1"}).(*LeaseReply)
+	lr, err := Ask(sys.Root, reg, &AcquireLease{PoolID: "p1"}, 10*time.Second)
+	if err != nil {
+		t.Fatalf("AcquireLease: %v", err)
+	}
 	if lr.Err != nil {
 		t.Fatal(lr.Err)
 	}
@@ -63,13 +64,15 @@ func TestRegistryPublishesBeforeAnswering(t *testing.T) {
 	if n := before.Pool("p1").Status.ActiveLeases; n != 0 {
 		t.Fatalf("an earlier snapshot changed: %d leases, want 0", n)
 	}
-	ask(&ReleaseLease{PoolID: "p1", LeaseID: lr.Lease.LeaseID})
+	if _, err := Ask(sys.Root, reg, &ReleaseLease{PoolID: "p1", LeaseID: lr.Lease.LeaseID}, 10*time.Second); err != nil {
+		t.Fatalf("ReleaseLease: %v", err)
+	}
 	if n := view.Load().Pool("p1").Status.ActiveLeases; n != 0 {
 		t.Fatalf("active leases in the view after the release answer = %d, want 0", n)
 	}
 
-	sys.Root.Send(reg, &UnregisterPool{PoolID: "p2", PID: pool})
-	ask(&Ping{})
+	SendRegistry(sys.Root, reg, &UnregisterPool{PoolID: "p2", PID: pool})
+	ping()
 	if got := view.Load().Pools(); len(got) != 1 || got[0].PoolID != "p1" || view.Load().Pool("p2").Found {
 		t.Fatalf("view after removing p2 = %+v", got)
 	}

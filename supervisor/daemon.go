@@ -390,7 +390,7 @@ func (d *Daemon) ping(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = d.sys.Root.RequestFuture(d.reg, &actors.Ping{}, to).Result()
+	_, err = actors.Ask(d.sys.Root, d.reg, &actors.Ping{}, to)
 	return err
 }
 
@@ -404,12 +404,17 @@ func (d *Daemon) snapshot(ctx context.Context) ([]actors.PoolStatus, error) {
 	return d.view.Load().Pools(), nil
 }
 
-func (d *Daemon) ask(ctx context.Context, pid *actor.PID, msg any) (any, error) {
+// ask sends q to pid and waits for its reply, of q's reply type, for at
+// most askTimeout and never past ctx's deadline (see actors.Ask for the
+// errors; ctx's own error when it is done already). A handler returns such
+// an error as is: it is not an API error, so the client gets 500 INTERNAL.
+func ask[R any](ctx context.Context, d *Daemon, pid *actor.PID, q actors.Question[R]) (R, error) {
 	to, err := futureTimeout(ctx, askTimeout)
 	if err != nil {
-		return nil, err
+		var zero R
+		return zero, err
 	}
-	return d.sys.Root.RequestFuture(pid, msg, to).Result()
+	return actors.Ask(d.sys.Root, pid, q, to)
 }
 
 // futureTimeout is the timeout of a request future bounded by ctx: the time
@@ -442,7 +447,7 @@ func (d *Daemon) forwardGPUEvents() {
 	}
 	for ev := range ch {
 		d.log.Warn("gpu.event", "uuid", ev.UUID, "xid", ev.XID, "device_level", ev.DeviceLevel, "message", ev.Message)
-		d.sys.Root.Send(d.reg, &actors.Broadcast{Msg: &actors.GPUEvent{Event: ev}})
+		actors.SendRegistry(d.sys.Root, d.reg, &actors.Broadcast{Msg: &actors.GPUEvent{Event: ev}})
 	}
 }
 
@@ -461,7 +466,7 @@ func (d *Daemon) refreshDevices() {
 		devs, err := d.guard.Snapshot(ctx)
 		cancel()
 		if err == nil && len(devs) > 0 {
-			d.sys.Root.Send(d.reg, &actors.Broadcast{Msg: &actors.DevicesUpdate{Devices: devs}})
+			actors.SendRegistry(d.sys.Root, d.reg, &actors.Broadcast{Msg: &actors.DevicesUpdate{Devices: devs}})
 		}
 	}
 }
@@ -470,7 +475,7 @@ func (d *Daemon) refreshDevices() {
 func (d *Daemon) trackStatus() {
 	subscribe := func() chan actors.Transition {
 		ch := make(chan actors.Transition, 256)
-		d.sys.Root.Send(d.reg, &actors.Subscribe{Ch: ch})
+		actors.SendRegistry(d.sys.Root, d.reg, &actors.Subscribe{Ch: ch})
 		return ch
 	}
 	update := func() {
@@ -576,7 +581,7 @@ func (d *Daemon) shutdown() {
 		deadline = 0
 	}
 	for _, pid := range pids {
-		d.sys.Root.Send(pid, &actors.Drain{Deadline: deadline, Reason: "shutdown"})
+		actors.SendPool(d.sys.Root, pid, &actors.Drain{Deadline: deadline, Reason: "shutdown"})
 	}
 	d.hurryMu.Unlock()
 	waited := make(chan struct{})
@@ -657,17 +662,17 @@ func (d *Daemon) Hurry() {
 	d.log.Warn("daemon.hurry", "pools", len(d.stopping),
 		"detail", "drains stop waiting for leases; engines are stopped now")
 	for _, pid := range d.stopping {
-		d.sys.Root.Send(pid, &actors.Drain{Deadline: 0, Reason: "shutdown"})
+		actors.SendPool(d.sys.Root, pid, &actors.Drain{Deadline: 0, Reason: "shutdown"})
 	}
 }
 
 // waitAllStopped reports true once every pool is stopped (or false at limit).
 func (d *Daemon) waitAllStopped(limit time.Duration) <-chan bool {
 	ch := make(chan actors.Transition, 1024)
-	d.sys.Root.Send(d.reg, &actors.Subscribe{Ch: ch})
+	actors.SendRegistry(d.sys.Root, d.reg, &actors.Subscribe{Ch: ch})
 	out := make(chan bool, 1)
 	go func() {
-		defer d.sys.Root.Send(d.reg, &actors.Unsubscribe{Ch: ch})
+		defer actors.SendRegistry(d.sys.Root, d.reg, &actors.Unsubscribe{Ch: ch})
 		out <- waitUntil(d.allStopped, ch, 200*time.Millisecond, limit)
 	}()
 	return out

@@ -136,11 +136,11 @@ func (d *Daemon) getLogs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	res, err := d.ask(r.Context(), pr.PID, &actors.GetLogs{Tail: n})
+	res, err := ask(r.Context(), d, pr.PID, &actors.GetLogs{Tail: n})
 	if err != nil {
 		return err
 	}
-	lines := res.(*actors.LogsReply).Lines
+	lines := res.Lines
 	if lines == nil {
 		writeJSON(w, 200, map[string]any{"lines": []any{}})
 		return nil
@@ -155,15 +155,14 @@ func (d *Daemon) getLogs(w http.ResponseWriter, r *http.Request) error {
 // makes sure the registry has published it, so a query right after the
 // answer (served from the published state) sees it: "202 draining" is
 // followed by a GET that says draining.
-func (d *Daemon) command(ctx context.Context, pid *actor.PID, msg any) (*actors.CommandReply, error) {
-	res, err := d.ask(ctx, pid, msg)
+func (d *Daemon) command(ctx context.Context, pid *actor.PID, msg actors.Question[*actors.CommandReply]) (*actors.CommandReply, error) {
+	cr, err := ask(ctx, d, pid, msg)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := d.ask(ctx, d.reg, &actors.Ping{}); err != nil {
+	if _, err := ask(ctx, d, d.reg, &actors.Ping{}); err != nil {
 		return nil, err
 	}
-	cr := res.(*actors.CommandReply)
 	if cr.Err != nil {
 		return nil, fromDomain(cr.Err)
 	}
@@ -258,7 +257,7 @@ func (d *Daemon) postReload(w http.ResponseWriter, r *http.Request) error {
 		// The pool published the outcome to the registry before it told us;
 		// one registry round trip makes that published state what a GET
 		// right after this answer reads.
-		if _, err := d.ask(r.Context(), d.reg, &actors.Ping{}); err != nil && r.Context().Err() == nil {
+		if _, err := ask(r.Context(), d, d.reg, &actors.Ping{}); err != nil && r.Context().Err() == nil {
 			return err
 		}
 		if res.Result == actors.ReloadSucceeded {
@@ -388,11 +387,11 @@ func (d *Daemon) postLease(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	res, err := d.ask(r.Context(), d.reg, &actors.AcquireLease{PoolID: r.PathValue("id"), TTL: max(ttl, 0)})
+	lr, err := ask(r.Context(), d, d.reg, &actors.AcquireLease{PoolID: r.PathValue("id"), TTL: max(ttl, 0)})
 	if err != nil {
 		return err
 	}
-	return d.leaseAnswer(w, res.(*actors.LeaseReply))
+	return d.leaseAnswer(w, lr)
 }
 
 func (d *Daemon) leaseAnswer(w http.ResponseWriter, lr *actors.LeaseReply) error {
@@ -404,11 +403,10 @@ func (d *Daemon) leaseAnswer(w http.ResponseWriter, lr *actors.LeaseReply) error
 }
 
 func (d *Daemon) deleteLease(w http.ResponseWriter, r *http.Request) error {
-	res, err := d.ask(r.Context(), d.reg, &actors.ReleaseLease{PoolID: r.PathValue("id"), LeaseID: r.PathValue("lease_id")})
+	rr, err := ask(r.Context(), d, d.reg, &actors.ReleaseLease{PoolID: r.PathValue("id"), LeaseID: r.PathValue("lease_id")})
 	if err != nil {
 		return err
 	}
-	rr := res.(*actors.ReleaseReply)
 	if rr.Err != nil {
 		return fromDomain(rr.Err)
 	}
@@ -435,11 +433,11 @@ func (d *Daemon) postPlacement(w http.ResponseWriter, r *http.Request) error {
 	if b.ModelRef != nil {
 		msg.ModelRef = *b.ModelRef
 	}
-	res, err := d.ask(r.Context(), d.reg, msg)
+	lr, err := ask(r.Context(), d, d.reg, msg)
 	if err != nil {
 		return err
 	}
-	return d.leaseAnswer(w, res.(*actors.LeaseReply))
+	return d.leaseAnswer(w, lr)
 }
 
 // sseKeepAlive is how often an idle event stream gets a comment line, so
@@ -478,12 +476,11 @@ func (d *Daemon) getEvents(w http.ResponseWriter, r *http.Request) error {
 	rc := http.NewResponseController(w)
 	ch := make(chan actors.Transition, 256)
 	lastID := r.Header.Get("Last-Event-ID")
-	defer d.sys.Root.Send(d.reg, &actors.Unsubscribe{Ch: ch}) // also when the ask below fails after the registry took it
-	res, err := d.ask(r.Context(), d.reg, &actors.SubscribeEvents{Ch: ch, LastEventID: lastID})
+	defer actors.SendRegistry(d.sys.Root, d.reg, &actors.Unsubscribe{Ch: ch}) // also when the ask below fails after the registry took it
+	sub, err := ask(r.Context(), d, d.reg, &actors.SubscribeEvents{Ch: ch, LastEventID: lastID})
 	if err != nil {
 		return err
 	}
-	sub := res.(*actors.SubscribeReply)
 	d.streams.Add(1)
 	defer d.streams.Add(-1)
 	timeout := d.opts.EventWriteTimeout

@@ -118,8 +118,8 @@ func (td *testDaemon) call(method, path string, body any, hdr ...string) (int, m
 func (td *testDaemon) waitState(id string, want actors.State) map[string]any {
 	td.t.Helper()
 	ch := make(chan actors.Transition, 256)
-	td.sys.Root.Send(td.reg, &actors.Subscribe{Ch: ch})
-	defer td.sys.Root.Send(td.reg, &actors.Unsubscribe{Ch: ch})
+	actors.SendRegistry(td.sys.Root, td.reg, &actors.Subscribe{Ch: ch})
+	defer actors.SendRegistry(td.sys.Root, td.reg, &actors.Unsubscribe{Ch: ch})
 	deadline := time.After(waitLimit)
 	for {
 		if _, st := td.call("GET", "/v1/pools/"+id, nil); st["state"] == string(want) {

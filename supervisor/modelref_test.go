@@ -112,7 +112,7 @@ func TestShellScriptValuesAreQuoted(t *testing.T) {
 	td.waitState("a", actors.StateReady)
 	ref := "$(touch " + marker + ") `touch " + marker + "`; touch " + marker + " 'x\""
 	res := make(chan actors.ReloadResult, 1)
-	td.sys.Root.Send(td.pools["a"], &actors.Reload{ModelRef: ref, Deadline: -1, Result: res})
+	actors.SendPool(td.sys.Root, td.pools["a"], &actors.Reload{ModelRef: ref, Deadline: -1, Result: res})
 	select {
 	case r := <-res:
 		if r.Result != "succeeded" {

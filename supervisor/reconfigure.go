@@ -54,7 +54,7 @@ func (d *Daemon) Reconfigure(next *config.Config) Change {
 		ch.Removed = append(ch.Removed, id)
 		pid := d.pools[id]
 		delete(d.pools, id)
-		d.sys.Root.Send(pid, &actors.Drain{Deadline: -1, Reason: "config_removed"})
+		actors.SendPool(d.sys.Root, pid, &actors.Drain{Deadline: -1, Reason: "config_removed"})
 		go d.retire(id, pid, p.DrainDeadline+p.StopGrace+shutdownSlack)
 	}
 	for _, restartOnly := range []struct {
@@ -84,12 +84,12 @@ func (d *Daemon) Reconfigure(next *config.Config) Change {
 // (the actor answers at once: it never blocks). It reports whether the pool
 // took the change; a refusal is logged for the operator.
 func (d *Daemon) applyChange(pid *actor.PID, p config.Pool) bool {
-	res, err := d.sys.Root.RequestFuture(pid, &actors.Reload{Config: &p, Deadline: -1}, askTimeout).Result()
+	cr, err := actors.Ask(d.sys.Root, pid, &actors.Reload{Config: &p, Deadline: -1}, askTimeout)
 	if err != nil {
 		d.log.Error("config.change_failed", "pool_id", p.ID, "err", err.Error())
 		return false
 	}
-	if cr := res.(*actors.CommandReply); cr.Err != nil {
+	if cr.Err != nil {
 		d.log.Error("config.change_failed", "pool_id", p.ID, "err", cr.Err.Error(),
 			"detail", "the pool keeps its running config; send SIGHUP again once it has settled")
 		return false
@@ -103,17 +103,17 @@ func (d *Daemon) applyChange(pid *actor.PID, p config.Pool) bool {
 func (d *Daemon) retire(id string, pid *actor.PID, limit time.Duration) {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
-		res, err := d.sys.Root.RequestFuture(pid, &actors.GetStatus{}, askTimeout).Result()
+		res, err := actors.Ask(d.sys.Root, pid, &actors.GetStatus{}, askTimeout)
 		if err != nil {
-			break // the actor is gone already
+			break // the actor is gone already (or answered nonsense)
 		}
-		if st := res.(*actors.PoolReply).Status; st.State == actors.StateStopped && st.PID == nil {
+		if st := res.Status; st.State == actors.StateStopped && st.PID == nil {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	_ = d.sys.Root.StopFuture(pid).Wait()
-	d.sys.Root.Send(d.reg, &actors.UnregisterPool{PoolID: id, PID: pid})
+	actors.SendRegistry(d.sys.Root, d.reg, &actors.UnregisterPool{PoolID: id, PID: pid})
 	ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
 	defer cancel()
 	_, err := d.pool(ctx, id)

@@ -162,8 +162,8 @@ func TestEventsResumeWithLastEventID(t *testing.T) {
 
 	// Missed while away: what an internal subscriber sees, with its numbers.
 	witness := make(chan actors.Transition, 256)
-	td.sys.Root.Send(td.reg, &actors.Subscribe{Ch: witness})
-	defer td.sys.Root.Send(td.reg, &actors.Unsubscribe{Ch: witness})
+	actors.SendRegistry(td.sys.Root, td.reg, &actors.Subscribe{Ch: witness})
+	defer actors.SendRegistry(td.sys.Root, td.reg, &actors.Unsubscribe{Ch: witness})
 	if code, body := td.call("POST", "/v1/pools/a/start", nil); code != 202 {
 		t.Fatalf("start: %d %v", code, body["_raw"])
 	}

@@ -316,12 +316,12 @@ func TestAskAndPingHonourDoneContexts(t *testing.T) {
 	td := startDaemon(t, "")
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := td.ask(cancelled, td.reg, &actors.GetPools{}); !errors.Is(err, context.Canceled) {
+	if _, err := ask(cancelled, td.Daemon, td.reg, &actors.GetPools{}); !errors.Is(err, context.Canceled) {
 		t.Errorf("ask with a cancelled context: %v, want context.Canceled", err)
 	}
 	expired, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
 	defer cancel2()
-	if _, err := td.ask(expired, td.reg, &actors.GetPools{}); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := ask(expired, td.Daemon, td.reg, &actors.GetPools{}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("ask with an expired context: %v, want context.DeadlineExceeded", err)
 	}
 	if err := td.ping(cancelled); !errors.Is(err, context.Canceled) {
@@ -333,9 +333,9 @@ func TestAskAndPingHonourDoneContexts(t *testing.T) {
 	defer td.sys.Root.Stop(mute)
 	ctx := pastDeadline{context.Background()}
 	for name, call := range map[string]func() error{
-		"ask": func() error { _, err := td.ask(ctx, mute, &actors.GetPools{}); return err },
+		"ask": func() error { _, err := ask(ctx, td.Daemon, mute, &actors.GetPools{}); return err },
 		"ping timeout": func() error {
-			_, err := td.sys.Root.RequestFuture(mute, &actors.Ping{}, mustTimeout(t, ctx)).Result()
+			_, err := actors.Ask(td.sys.Root, mute, &actors.Ping{}, mustTimeout(t, ctx))
 			return err
 		},
 	} {
