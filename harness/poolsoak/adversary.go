@@ -248,10 +248,11 @@ func (s *soak) hostileCall(ctx context.Context, method, path, body string, accep
 
 // logSize is the current daemon log's size in bytes (0 when unknown).
 func (s *soak) logSize() int64 {
-	if s.d == nil {
+	log := s.dlog.Load() // s.d belongs to the run goroutine, which restarts the daemon
+	if log == nil {
 		return 0
 	}
-	fi, err := os.Stat(s.d.log)
+	fi, err := os.Stat(*log)
 	if err != nil {
 		return 0
 	}

@@ -39,9 +39,10 @@ type soak struct {
 	cfg      string
 	ids      []string
 	api      *api
-	down     atomic.Bool  // the daemon is down on purpose
-	gen      atomic.Int64 // daemon generation: 1, then 2 after the crash
-	d        *daemonProc  // only the run goroutine touches it
+	down     atomic.Bool            // the daemon is down on purpose
+	gen      atomic.Int64           // daemon generation: 1, then 2 after the crash
+	d        *daemonProc            // only the run goroutine touches it
+	dlog     atomic.Pointer[string] // the current daemon's log file, for the chaos workers
 	led      *ledger
 	gate     sync.RWMutex // chaos actions hold it shared; quiet points hold it alone
 	bg       sync.WaitGroup
@@ -210,6 +211,7 @@ func (s *soak) startDaemon(ctx context.Context) bool {
 		return false
 	}
 	s.d = d
+	s.dlog.Store(&d.log)
 	s.logf("daemon gen %d started, pid %d", gen, d.pid)
 	deadline := time.Now().Add(daemonUpLimit)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
