@@ -56,12 +56,12 @@ func (a *pool) maybeIdleCanary(now time.Time) {
 	a.canaryRunning = true
 	ctx, gen, cfg, url := a.readyCtx, a.gen, a.cfg, *a.st.URL
 	go func() {
-		start := time.Now()
+		start := a.d.Clock.Now()
 		err := runCanary(ctx, a.d.ProbeClient, url, cfg)
 		if ctx.Err() != nil {
 			return
 		}
-		SendPool(a.root, a.self, &canaryResult{gen: gen, idle: true, err: err, dur: time.Since(start)})
+		SendPool(a.root, a.self, &canaryResult{gen: gen, idle: true, err: err, dur: a.d.Clock.Since(start)})
 	}()
 }
 
@@ -95,12 +95,12 @@ func (a *pool) startCanary() {
 	}
 	gen, cfg, url := a.gen, a.cfg, *a.st.URL
 	go func() {
-		start := time.Now()
+		start := a.d.Clock.Now()
 		err := runCanary(ctx, a.d.ProbeClient, url, cfg)
 		if ctx.Err() != nil {
 			return
 		}
-		SendPool(a.root, a.self, &canaryResult{gen: gen, err: err, dur: time.Since(start)})
+		SendPool(a.root, a.self, &canaryResult{gen: gen, err: err, dur: a.d.Clock.Since(start)})
 	}()
 }
 

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pool-managerd/pool-managerd/internal/clock"
 )
 
 func (h *harness) lease(id string) *LeaseReply {
@@ -53,7 +55,7 @@ func TestDrainWaitsForLastLease(t *testing.T) {
 }
 
 func TestDrainForcedAtDeadline(t *testing.T) {
-	clk := NewFakeClock(time.Unix(1_700_000_000, 0))
+	clk := clock.NewFollowingFake(time.Unix(1_700_000_000, 0))
 	h := newHarness(t, clk)
 	pid := h.spawn(simPool("p1"))
 	h.waitState("p1", StateReady)

@@ -10,6 +10,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/pool-managerd/pool-managerd/config"
+	"github.com/pool-managerd/pool-managerd/internal/clock"
 	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
 
@@ -28,18 +29,20 @@ type harness struct {
 	t      *testing.T
 	sys    *actor.ActorSystem
 	reg    *actor.PID
-	clock  Clock
+	clock  clock.Clock
 	events chan Transition
 	logs   *testutil.SyncBuffer
 	pools  map[string]*actor.PID
 	queued map[string][]Transition // transitions read for other pools, not yet waited for
 }
 
-func newHarness(t *testing.T, clock Clock) *harness {
+// newHarness starts a registry and the pools spawned later on clk (nil:
+// clock.Real). A test that spawns engines and jumps time gives it a
+// clock.NewFollowingFake: engines start, print and answer in real time,
+// which such a clock follows.
+func newHarness(t *testing.T, clk clock.Clock) *harness {
 	t.Helper()
-	if clock == nil {
-		clock = RealClock{}
-	}
+	clk = clock.OrReal(clk)
 	logs := &testutil.SyncBuffer{}
 	var w io.Writer = logs
 	if testing.Verbose() {
@@ -49,8 +52,8 @@ func newHarness(t *testing.T, clock Clock) *harness {
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(slog.NewTextHandler(io.Discard, nil))
 	}))
-	h := &harness{t: t, sys: sys, clock: clock, events: make(chan Transition, subscriberBuffer), logs: logs, pools: map[string]*actor.PID{}, queued: map[string][]Transition{}}
-	h.reg = sys.Root.Spawn(NewRegistryProps(clock, logger))
+	h := &harness{t: t, sys: sys, clock: clk, events: make(chan Transition, subscriberBuffer), logs: logs, pools: map[string]*actor.PID{}, queued: map[string][]Transition{}}
+	h.reg = sys.Root.Spawn(NewRegistryProps(clk, logger))
 	SendRegistry(sys.Root, h.reg, &Subscribe{Ch: h.events})
 	t.Cleanup(func() {
 		for _, pid := range h.pools {

@@ -6,6 +6,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/pool-managerd/pool-managerd/config"
+	"github.com/pool-managerd/pool-managerd/internal/clock"
 )
 
 // Policy decides, after each engine failure, how long to wait before the next
@@ -32,14 +33,14 @@ type Decision struct {
 }
 
 // NewPolicy builds a policy for one pool.
-func NewPolicy(cfg config.Restart, clock Clock) *Policy {
+func NewPolicy(cfg config.Restart, clk clock.Clock) *Policy {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = cfg.Initial
 	b.Multiplier = cfg.Multiplier
 	b.MaxInterval = cfg.Max
 	b.RandomizationFactor = cfg.Jitter
 	b.MaxElapsedTime = 0 // never stop on elapsed time: the breaker decides
-	b.Clock = clock      // backoff.Clock is the Now half of Clock
+	b.Clock = clk        // backoff.Clock is the Now half of clock.Clock
 	b.Reset()
 	return &Policy{cfg: cfg, b: b}
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/pool-managerd/pool-managerd/config"
+	"github.com/pool-managerd/pool-managerd/internal/clock"
 )
 
 func testRestart() config.Restart {
@@ -19,7 +20,7 @@ func within(d, want time.Duration, jitter float64) bool {
 }
 
 func TestPolicyDelaysGrowWithJitterAndCap(t *testing.T) {
-	clk := NewFakeClock(time.Unix(1000, 0))
+	clk := clock.NewFake(time.Unix(1000, 0))
 	cfg := testRestart()
 	cfg.MaxFailures = 100
 	p := NewPolicy(cfg, clk)
@@ -44,7 +45,7 @@ func TestPolicyDelaysGrowWithJitterAndCap(t *testing.T) {
 func TestPolicyJitterVaries(t *testing.T) {
 	seen := map[time.Duration]bool{}
 	for i := 0; i < 20; i++ {
-		clk := NewFakeClock(time.Unix(0, 0))
+		clk := clock.NewFake(time.Unix(0, 0))
 		p := NewPolicy(testRestart(), clk)
 		seen[p.Failure(clk.Now()).Delay] = true
 	}
@@ -65,7 +66,7 @@ func TestPolicyBreaker(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			clk := NewFakeClock(time.Unix(0, 0))
+			clk := clock.NewFake(time.Unix(0, 0))
 			p := NewPolicy(testRestart(), clk)
 			for i, g := range tc.gaps {
 				clk.Advance(g)
@@ -82,7 +83,7 @@ func TestPolicyBreaker(t *testing.T) {
 }
 
 func TestPolicyResetAfterStableUptime(t *testing.T) {
-	clk := NewFakeClock(time.Unix(0, 0))
+	clk := clock.NewFake(time.Unix(0, 0))
 	cfg := testRestart()
 	p := NewPolicy(cfg, clk)
 	for i := 0; i < 3; i++ {
@@ -103,7 +104,7 @@ func TestPolicyResetAfterStableUptime(t *testing.T) {
 }
 
 func TestPolicyZeroInitial(t *testing.T) {
-	clk := NewFakeClock(time.Unix(0, 0))
+	clk := clock.NewFake(time.Unix(0, 0))
 	cfg := testRestart()
 	cfg.Initial = 0
 	p := NewPolicy(cfg, clk)
@@ -113,7 +114,7 @@ func TestPolicyZeroInitial(t *testing.T) {
 }
 
 func TestPolicyResetClosesBreaker(t *testing.T) {
-	clk := NewFakeClock(time.Unix(0, 0))
+	clk := clock.NewFake(time.Unix(0, 0))
 	p := NewPolicy(testRestart(), clk)
 	for i := 0; i < 6; i++ {
 		p.Failure(clk.Now())

@@ -14,13 +14,14 @@ import (
 	"github.com/pool-managerd/pool-managerd/engine"
 	"github.com/pool-managerd/pool-managerd/engine/cgroup"
 	"github.com/pool-managerd/pool-managerd/gpu"
+	"github.com/pool-managerd/pool-managerd/internal/clock"
 )
 
 // PoolDeps is what a pool actor needs from the daemon.
 type PoolDeps struct {
 	Registry    *actor.PID
 	Guard       gpu.Guard
-	Clock       Clock
+	Clock       clock.Clock    // every timing decision and stamp of the pool and its engines; nil: clock.Real
 	Logger      *slog.Logger   // already carries nothing pool-specific
 	SelfExe     string         // ${SELF}: the pool-managerd binary
 	StateDir    string         // pid records; "" = none
@@ -111,7 +112,7 @@ type pool struct {
 	stopReq      bool               // we asked proc to stop
 	afterStop    func()             // continuation once proc is gone
 	preloadStart time.Time
-	activity     atomic.Int64 // unix nanos of the last readiness-probe change (stall detection)
+	activity     atomic.Int64 // unix nanos (on d.Clock) of the last readiness-probe change (stall detection)
 	liveFails    int
 	restartDue   bool
 
@@ -143,7 +144,7 @@ type pool struct {
 
 type timerRef struct {
 	token uint64
-	t     Timer
+	t     clock.Timer
 }
 
 type drainOp struct {
@@ -232,9 +233,7 @@ func (*modelDigestMsg) poolMessage() {}
 
 // NewPoolProps builds the props of one pool's actor.
 func NewPoolProps(cfg config.Pool, d PoolDeps) *actor.Props {
-	if d.Clock == nil {
-		d.Clock = RealClock{}
-	}
+	d.Clock = clock.OrReal(d.Clock)
 	if d.Observer == nil {
 		d.Observer = NopObserver{}
 	}
@@ -249,6 +248,7 @@ func NewPoolProps(cfg config.Pool, d PoolDeps) *actor.Props {
 	}
 	log := d.Logger.With("pool_id", cfg.ID)
 	sink := engine.NewSink(log, logRingLines, logRatePerS, logBurst)
+	sink.SetClock(d.Clock)
 	if d.OnLogDrop != nil {
 		sink.SetOnDrop(func(lines, bytes int) { d.OnLogDrop(cfg.ID, lines, bytes) })
 	}
@@ -491,7 +491,7 @@ func (a *pool) checkStall() {
 		return
 	}
 	last := a.preloadStart
-	if t := time.Unix(0, a.activity.Load()); t.After(last) {
+	if t := time.Unix(0, a.activity.Load()); t.After(last) { // every stamp here is on a.d.Clock
 		last = t
 	}
 	if a.proc != nil {

@@ -26,7 +26,7 @@ func (a *pool) startPreload(reason string) {
 	a.restarting = reason == reasonRestart
 	a.liveFails = 0
 	a.preloadStart = a.now()
-	a.activity.Store(time.Now().UnixNano())
+	a.activity.Store(a.preloadStart.UnixNano())
 	a.transition(StatePreload, reason)
 	a.armTimer(tStartup, a.cfg.StartupTimeout)
 	if a.cfg.StallTimeout > 0 {
@@ -112,7 +112,7 @@ func (a *pool) spawn(cfg config.Pool, devs []gpu.Device) (*engine.Process, strin
 	return engine.Launch(engine.LaunchSpec{
 		PoolID: cfg.ID, Command: cfg.Command, Env: cfg.Env, ExtraEnv: gpu.CUDAEnv(devs),
 		Host: cfg.Host, Port: cfg.Port, ModelRef: cfg.ModelRef, SelfExe: a.d.SelfExe, User: cfg.User,
-		StateDir: a.d.StateDir, Cgroups: a.d.Cgroups, Sink: a.sink, Logger: a.log,
+		StateDir: a.d.StateDir, Cgroups: a.d.Cgroups, Sink: a.sink, Logger: a.log, Clock: a.d.Clock,
 	})
 }
 
@@ -152,18 +152,18 @@ const (
 
 // pollReadinessWith is pollReadiness with the poll schedule as a parameter.
 func (a *pool) pollReadinessWith(ctx context.Context, gen uint64, proc *engine.Process, url string, timeout time.Duration, poll func(sinceSpawn time.Duration) time.Duration) {
-	client := a.d.ReadinessClient
-	timer := time.NewTimer(0)
+	client, clk := a.d.ReadinessClient, a.d.Clock
+	timer, fired := clk.NewTimer(0)
 	defer timer.Stop()
-	<-timer.C
+	<-fired
 	last := -1
 	notFoundLogged := false
-	tokens, refilled := float64(outputProbeBurst), time.Now()
+	tokens, refilled := float64(outputProbeBurst), clk.Now()
 	followUp := false // the probe about to run is an echo's follow-up
 	for {
-		began := time.Now()
+		began := clk.Now()
 		r := engine.Probe(ctx, client, url, timeout)
-		ended := time.Now()
+		ended := clk.Now()
 		a.d.Observer.Probe(a.id, "readiness", r.Duration)
 		if r.Status != last {
 			last = r.Status
@@ -192,7 +192,7 @@ func (a *pool) pollReadinessWith(ctx context.Context, gen uint64, proc *engine.P
 		armed := false // an output probe is scheduled in this wait
 		// schedule arms an output probe at (or after) at; true: probe now.
 		schedule := func(at time.Time, echo bool) bool {
-			now := time.Now()
+			now := clk.Now()
 			if armed {
 				return false
 			}
@@ -229,10 +229,10 @@ func (a *pool) pollReadinessWith(ctx context.Context, gen uint64, proc *engine.P
 				return
 			case <-proc.Done():
 				return
-			case <-timer.C:
+			case <-fired:
 				break waiting
 			case <-output:
-				now := time.Now()
+				now := clk.Now()
 				if now.Sub(ended) < probeEchoWindow {
 					if !wasFollowUp && schedule(ended.Add(probeEchoFollow), true) {
 						break waiting
@@ -395,7 +395,7 @@ func (a *pool) liveness(ctx context.Context, gen uint64, proc *engine.Process, u
 		case <-tick:
 		}
 		before, statErr := engine.ReadProcStat(proc.Pid())
-		start := time.Now()
+		start := a.d.Clock.Now()
 		r := engine.Probe(ctx, a.d.ProbeClient, url, cfg.Timeout)
 		if ctx.Err() != nil {
 			return
@@ -407,7 +407,7 @@ func (a *pool) liveness(ctx context.Context, gen uint64, proc *engine.Process, u
 			after, err := engine.ReadProcStat(proc.Pid())
 			if err == nil && statErr == nil {
 				m.stopped = after.Stopped() || before.Stopped()
-				m.busy = workEvidence(proc, start, after.CPU-before.CPU)
+				m.busy = workEvidence(proc, start, a.d.Clock.Since(start), after.CPU-before.CPU)
 			} else if proc.LastActivity().After(start) {
 				m.busy = "output while the probe waited"
 			}
@@ -420,14 +420,14 @@ func (a *pool) liveness(ctx context.Context, gen uint64, proc *engine.Process, u
 	}
 }
 
-// workEvidence describes what shows the engine worked since start ("" if
-// nothing does): output lines, or CPU time used.
-func workEvidence(proc *engine.Process, start time.Time, cpu time.Duration) string {
+// workEvidence describes what shows the engine worked in the wall time
+// since start ("" if nothing does): output lines, or CPU time used. start
+// is on the pool's clock, as the engine's activity stamps are.
+func workEvidence(proc *engine.Process, start time.Time, wall, cpu time.Duration) string {
 	var ev []string
 	if proc.LastActivity().After(start) {
 		ev = append(ev, "output while the probe waited")
 	}
-	wall := time.Since(start)
 	if cpu >= busyCPUMin && cpu*100 >= wall*busyCPUShare {
 		ev = append(ev, fmt.Sprintf("%s CPU in %s", cpu.Round(10*time.Millisecond), wall.Round(10*time.Millisecond)))
 	}

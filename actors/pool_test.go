@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pool-managerd/pool-managerd/internal/clock"
 )
 
 func TestPoolBecomesReady(t *testing.T) {
@@ -31,7 +33,7 @@ func TestPoolBecomesReady(t *testing.T) {
 // A SIGKILLed engine is restarted after a growing, jittered delay. The fake
 // clock shows the delays without waiting for them.
 func TestPoolKilledEngineRestartsWithGrowingBackoff(t *testing.T) {
-	clk := NewFakeClock(time.Unix(1_700_000_000, 0))
+	clk := clock.NewFollowingFake(time.Unix(1_700_000_000, 0))
 	h := newHarness(t, clk)
 	cfg := simPool("p1")
 	cfg.Restart.Initial, cfg.Restart.Max = time.Second, time.Minute
@@ -224,7 +226,7 @@ func TestPoolStartFromFailedResetsBreaker(t *testing.T) {
 
 // An engine that stayed ready for reset_after starts over at the initial delay.
 func TestPoolBackoffResetsAfterStableUptime(t *testing.T) {
-	clk := NewFakeClock(time.Unix(1_700_000_000, 0))
+	clk := clock.NewFollowingFake(time.Unix(1_700_000_000, 0))
 	h := newHarness(t, clk)
 	cfg := simPool("p1")
 	cfg.Restart.Initial, cfg.Restart.Max, cfg.Restart.ResetAfter = time.Second, time.Minute, 10*time.Second

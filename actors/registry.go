@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/pool-managerd/pool-managerd/internal/clock"
 )
 
 // Registry is the read model of every pool and the owner of leases. Pool
@@ -18,7 +20,7 @@ import (
 // Leases live here (not in pool actors) so placement can pick a pool and
 // allocate on it in one message: no double allocation, never a negative count.
 type Registry struct {
-	clock  Clock
+	clock  clock.Clock
 	log    *slog.Logger
 	pools  map[string]*entry
 	subs   map[chan Transition]struct{}
@@ -35,7 +37,7 @@ type entry struct {
 
 type lease struct {
 	expires time.Time
-	timer   Timer
+	timer   clock.Timer
 }
 
 // subscriberBuffer is how many transitions a subscriber may fall behind before
@@ -43,16 +45,17 @@ type lease struct {
 const subscriberBuffer = 256
 
 // NewRegistryProps builds the registry actor's props.
-func NewRegistryProps(clock Clock, log *slog.Logger) *actor.Props {
-	return NewPublishingRegistryProps(clock, log, nil)
+func NewRegistryProps(clk clock.Clock, log *slog.Logger) *actor.Props {
+	return NewPublishingRegistryProps(clk, log, nil)
 }
 
 // NewPublishingRegistryProps is NewRegistryProps for a registry that also
 // publishes its state to view after every change (see RegistryView); a
 // nil view publishes nothing.
-func NewPublishingRegistryProps(clock Clock, log *slog.Logger, view *RegistryView) *actor.Props {
+func NewPublishingRegistryProps(clk clock.Clock, log *slog.Logger, view *RegistryView) *actor.Props {
+	clk = clock.OrReal(clk)
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &Registry{clock: clock, log: log, pools: map[string]*entry{}, subs: map[chan Transition]struct{}{},
+		return &Registry{clock: clk, log: log, pools: map[string]*entry{}, subs: map[chan Transition]struct{}{},
 			pub: publisher{view: view}}
 	})
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/pool-managerd/pool-managerd/internal/clock"
 )
 
 func quietSystem(t *testing.T) *actor.ActorSystem {
@@ -30,7 +31,7 @@ func quietSystem(t *testing.T) *actor.ActorSystem {
 // instead of a value of another type.
 func TestAskChecksTheReplyType(t *testing.T) {
 	sys := quietSystem(t)
-	reg := sys.Root.Spawn(NewRegistryProps(RealClock{}, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	reg := sys.Root.Spawn(NewRegistryProps(clock.Real{}, slog.New(slog.NewTextHandler(io.Discard, nil))))
 	pools, err := Ask(sys.Root, reg, &GetPools{}, 10*time.Second)
 	if err != nil || pools == nil || len(pools.Pools) != 0 {
 		t.Fatalf("GetPools from the registry = %+v, %v; want an empty *PoolsReply", pools, err)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/pool-managerd/pool-managerd/internal/clock"
 )
 
 // The registry publishes every change before it answers or sends the
@@ -21,7 +22,7 @@ func TestRegistryPublishesBeforeAnswering(t *testing.T) {
 	if view.Load().Len() != 0 || view.Load().Pool("p1").Found {
 		t.Fatal("zero view is not empty")
 	}
-	reg := sys.Root.Spawn(NewPublishingRegistryProps(RealClock{}, slog.New(slog.NewTextHandler(io.Discard, nil)), &view))
+	reg := sys.Root.Spawn(NewPublishingRegistryProps(clock.Real{}, slog.New(slog.NewTextHandler(io.Discard, nil)), &view))
 	pool := sys.Root.Spawn(actor.PropsFromFunc(func(actor.Context) {}))
 	ping := func() {
 		t.Helper()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pool-managerd/pool-managerd/engine/cgroup"
 	"github.com/pool-managerd/pool-managerd/engine/pidrec"
+	"github.com/pool-managerd/pool-managerd/internal/clock"
 )
 
 // LaunchSpec is everything one engine start needs, in plain fields (the pool
@@ -33,6 +34,7 @@ type LaunchSpec struct {
 	Cgroups  *cgroup.Parent // engines' cgroup parent; nil = marker containment only
 	Sink     *Sink
 	Logger   *slog.Logger // nil discards
+	Clock    clock.Clock  // start, exit and output stamps (see Spec.Clock); nil = clock.Real
 }
 
 // Launch starts one engine and returns it with its base URL
@@ -100,7 +102,7 @@ func Launch(s LaunchSpec) (*Process, string, error) {
 	}
 	token := pidrec.NewToken()
 	extra[pidrec.EnvVar] = pidrec.EnvValue(s.PoolID, token)
-	spec := Spec{PoolID: s.PoolID, Argv: argv, Env: CleanEnv(os.Environ(), extra), Dir: s.Dir, Sink: s.Sink}
+	spec := Spec{PoolID: s.PoolID, Argv: argv, Env: CleanEnv(os.Environ(), extra), Dir: s.Dir, Sink: s.Sink, Clock: s.Clock}
 	if s.User != "" {
 		if spec.Credential, err = LookupCredential(s.User); err != nil {
 			return nil, "", fmt.Errorf("user %q: %w", s.User, err)

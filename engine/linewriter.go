@@ -5,8 +5,9 @@ package engine
 import (
 	"bytes"
 	"sync/atomic"
-	"time"
 	"unicode/utf8"
+
+	"github.com/pool-managerd/pool-managerd/internal/clock"
 )
 
 // maxLineBytes is the longest line kept; a longer one keeps its first
@@ -26,7 +27,8 @@ const truncMarker = " …[line truncated at 16 KiB]"
 type lineWriter struct {
 	stream   string
 	sink     *Sink
-	activity *atomic.Int64
+	clock    clock.Clock   // stamps activity
+	activity *atomic.Int64 // unix nanos of the last Write, on clock
 	notify   chan struct{} // gets a value per line, without blocking; nil: none
 	buf      []byte        // the current, unterminated line
 	skipping bool          // the current line was cut: drop up to its newline
@@ -39,7 +41,7 @@ func (w *lineWriter) Write(b []byte) (int, error) {
 	if n == 0 {
 		return 0, nil
 	}
-	w.activity.Store(time.Now().UnixNano())
+	w.activity.Store(w.clock.Now().UnixNano())
 	for len(b) > 0 {
 		i := bytes.IndexByte(b, '\n')
 		if w.skipping {

@@ -4,13 +4,20 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 	"unicode/utf8"
+
+	"github.com/pool-managerd/pool-managerd/internal/clock"
 )
 
+// Lines are split on \n (a \r before it dropped); every Write stamps the
+// activity, and the sink the lines, on the process's clock.
 func TestLineWriterSplitsLines(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
 	sink := NewSink(nil, 100, 0, 0)
+	sink.SetClock(clk)
 	var act atomic.Int64
-	w := &lineWriter{stream: StreamStdout, sink: sink, activity: &act}
+	w := &lineWriter{stream: StreamStdout, sink: sink, clock: clk, activity: &act}
 	for _, chunk := range []string{"one\ntw", "o\r\n", "", "\nthree", " and more"} {
 		if n, err := w.Write([]byte(chunk)); n != len(chunk) || err != nil {
 			t.Fatalf("Write(%q) = %d, %v", chunk, n, err)
@@ -24,8 +31,18 @@ func TestLineWriterSplitsLines(t *testing.T) {
 	if strings.Join(got, "|") != "one|two||three and more" {
 		t.Fatalf("lines = %q", got)
 	}
-	if act.Load() == 0 || w.lastLine() != "three and more" {
-		t.Fatalf("activity %d, last line %q", act.Load(), w.lastLine())
+	if act.Load() != clk.Now().UnixNano() || w.lastLine() != "three and more" {
+		t.Fatalf("activity %d (want the clock's %d), last line %q", act.Load(), clk.Now().UnixNano(), w.lastLine())
+	}
+	clk.Advance(time.Minute)
+	if _, err := w.Write([]byte("four\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got := time.Unix(0, act.Load()); !got.Equal(clk.Now()) {
+		t.Fatalf("activity %v after Advance, want the clock's %v", got, clk.Now())
+	}
+	if l := sink.Tail(1)[0]; !l.At.Equal(clk.Now()) {
+		t.Fatalf("line stamped %v, want the sink's clock %v", l.At, clk.Now())
 	}
 }
 
@@ -35,7 +52,7 @@ func TestLineWriterSplitsLines(t *testing.T) {
 func TestLineWriterTruncatesLongLines(t *testing.T) {
 	sink := NewSink(nil, 100, 0, 0)
 	var act atomic.Int64
-	w := &lineWriter{stream: StreamStderr, sink: sink, activity: &act}
+	w := &lineWriter{stream: StreamStderr, sink: sink, clock: clock.Real{}, activity: &act}
 	long := strings.Repeat("é", maxLineBytes) // 2 bytes per rune: 2*maxLineBytes bytes
 	for i := 0; i < len(long); i += 1000 {    // arrives in chunks, as from a pipe
 		_, _ = w.Write([]byte(long[i:min(i+1000, len(long))]))

@@ -41,6 +41,7 @@ import (
 
 	"github.com/pool-managerd/pool-managerd/engine/cgroup"
 	"github.com/pool-managerd/pool-managerd/engine/pidrec"
+	"github.com/pool-managerd/pool-managerd/internal/clock"
 )
 
 // pipeCloseDelay is cmd.WaitDelay: how long Wait keeps reading stdout/stderr
@@ -100,11 +101,17 @@ type Spec struct {
 	Credential *syscall.Credential
 	// Sink receives output lines; nil discards them (LastActivity still moves).
 	Sink *Sink
+	// Clock stamps StartedAt, LastActivity and Exit.At; nil = clock.Real.
+	// The caller judges those stamps (a stall, a probe's wait) on the same
+	// clock. The stop grace and the pipe and reap bounds stay on real time:
+	// they bound what the kernel and os/exec do.
+	Clock clock.Clock
 }
 
 // Process is one running (or finished) engine process and its process group.
 type Process struct {
 	pid       int // also the pgid: Setpgid with Pgid 0
+	clock     clock.Clock
 	startedAt time.Time
 	sink      *Sink
 	stdout    *lineWriter
@@ -148,9 +155,9 @@ func start(spec Spec, cont *containment) (*Process, error) {
 	if env == nil {
 		env = CleanEnv(os.Environ(), nil)
 	}
-	p := &Process{sink: spec.Sink, done: make(chan struct{}), cont: cont, output: make(chan struct{}, 1)}
-	p.stdout = &lineWriter{stream: StreamStdout, sink: spec.Sink, activity: &p.lastActivity, notify: p.output}
-	p.stderr = &lineWriter{stream: StreamStderr, sink: spec.Sink, activity: &p.lastActivity, notify: p.output}
+	p := &Process{clock: clock.OrReal(spec.Clock), sink: spec.Sink, done: make(chan struct{}), cont: cont, output: make(chan struct{}, 1)}
+	p.stdout = &lineWriter{stream: StreamStdout, sink: spec.Sink, clock: p.clock, activity: &p.lastActivity, notify: p.output}
+	p.stderr = &lineWriter{stream: StreamStderr, sink: spec.Sink, clock: p.clock, activity: &p.lastActivity, notify: p.output}
 
 	newCmd := func() *exec.Cmd {
 		cmd := exec.Command(spec.Argv[0], spec.Argv[1:]...)
@@ -189,13 +196,13 @@ func (p *Process) supervise(newCmd func() *exec.Cmd, started chan<- error) {
 		return
 	}
 	p.pid = cmd.Process.Pid
-	p.startedAt = time.Now()
+	p.startedAt = p.clock.Now()
 	p.lastActivity.Store(p.startedAt.UnixNano())
 	p.record(cmd)
 	started <- nil
 
-	waitExited(p.pid) // leader is a zombie now (or waitid failed; Wait copes)
-	exitedAt := time.Now()
+	waitExited(p.pid)                               // leader is a zombie now (or waitid failed; Wait copes)
+	exitedAt, reapedAt := p.clock.Now(), time.Now() // Exit.At; the start of os/exec's (real-time) WaitDelay
 	p.mu.Lock()
 	_ = syscall.Kill(-p.pid, syscall.SIGKILL) // no grandchild survives its engine
 	p.reaped = true
@@ -209,7 +216,7 @@ func (p *Process) supervise(newCmd func() *exec.Cmd, started chan<- error) {
 	p.stderr.flush()
 	p.sink.reportDrops()
 	// ErrWaitDelay only comes with a clean exit; after a crash, the time tells.
-	if (errors.Is(err, exec.ErrWaitDelay) || time.Since(exitedAt) >= pipeCloseDelay) && p.sink != nil {
+	if (errors.Is(err, exec.ErrWaitDelay) || time.Since(reapedAt) >= pipeCloseDelay) && p.sink != nil {
 		p.sink.logger.Warn("engine output pipes still held open after the engine exited; closed them",
 			"pid", p.pid, "wait_delay", pipeCloseDelay)
 	}
@@ -430,7 +437,7 @@ func (p *Process) Pid() int { return p.pid }
 // Pgid is the process group id; it equals Pid.
 func (p *Process) Pgid() int { return p.pid }
 
-// StartedAt is when the exec succeeded.
+// StartedAt is when the exec succeeded, on the process's clock (Spec.Clock).
 func (p *Process) StartedAt() time.Time { return p.startedAt }
 
 // Done is closed after the leader is reaped, the group SIGKILLed and the
@@ -456,7 +463,8 @@ func (p *Process) Exit() Exit {
 func (p *Process) Output() <-chan struct{} { return p.output }
 
 // LastActivity is the time of the last output (any bytes on stdout or
-// stderr), or StartedAt when there was none.
+// stderr), or StartedAt when there was none, on the process's clock
+// (Spec.Clock).
 func (p *Process) LastActivity() time.Time {
 	return time.Unix(0, p.lastActivity.Load())
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pool-managerd/pool-managerd/engine"
+	"github.com/pool-managerd/pool-managerd/internal/clock"
 )
 
 func TestExitCodesAndSignals(t *testing.T) {
@@ -300,5 +301,37 @@ func TestStartErrors(t *testing.T) {
 	}
 	if _, err := engine.Start(engine.Spec{Argv: []string{"no-such-engine-binary-xyz"}}); err == nil {
 		t.Error("Start of a binary not in PATH: no error")
+	}
+}
+
+// StartedAt, LastActivity and Exit.At are on the Spec's clock, so a caller
+// judging them (the pool's stall check) compares like with like.
+func TestProcessStampsOnItsClock(t *testing.T) {
+	t.Parallel()
+	start := time.Unix(1_700_000_000, 0)
+	clk := clock.NewFake(start)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := engine.FreePort("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := engine.Start(engine.Spec{PoolID: t.Name(), Argv: []string{self, "--port", fmt.Sprint(port)},
+		Env: simEnviron(), Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.StartedAt().Equal(start) {
+		t.Fatalf("StartedAt = %v, want the fake clock's %v", p.StartedAt(), start)
+	}
+	clk.Advance(time.Hour) // the engine prints before or after this, and ends after it
+	e := p.Stop(0)
+	if !e.At.Equal(start.Add(time.Hour)) {
+		t.Errorf("Exit.At = %v, want the fake clock's %v", e.At, start.Add(time.Hour))
+	}
+	if la := p.LastActivity(); !la.Equal(start) && !la.Equal(start.Add(time.Hour)) {
+		t.Errorf("LastActivity = %v, want a time on the fake clock (%v or %v)", la, start, start.Add(time.Hour))
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pool-managerd/pool-managerd/internal/clock"
 )
 
 // The ring size NewSink uses when given none, and the byte budget every
@@ -75,7 +77,7 @@ func (l *Line) UnmarshalJSON(b []byte) error {
 type Sink struct {
 	logger       *slog.Logger
 	lines, bytes bucket
-	now          func() time.Time
+	clock        clock.Clock // stamps lines and refills the buckets
 	dropped      atomic.Uint64
 	droppedBytes atomic.Uint64
 
@@ -131,7 +133,7 @@ func NewSink(logger *slog.Logger, ringSize int, ratePerSec int, burst int) *Sink
 	s := &Sink{
 		logger: logger,
 		lines:  newBucket(ratePerSec, burst),
-		now:    time.Now,
+		clock:  clock.Real{},
 		ring:   make([]Line, ringSize),
 		last:   make(map[string]string, 2),
 	}
@@ -139,6 +141,18 @@ func NewSink(logger *slog.Logger, ringSize int, ratePerSec int, burst int) *Sink
 		s.bytes = newBucket(DefaultLogBytesPerSec, DefaultLogByteBurst)
 	}
 	return s
+}
+
+// SetClock makes c the sink's clock (clock.Real until then): it stamps
+// each Line.At and refills the rate limits. Call it before the first
+// Write; nil is clock.Real.
+func (s *Sink) SetClock(c clock.Clock) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	s.clock = clock.OrReal(c)
+	s.mu.Unlock()
 }
 
 // SetByteLimit sets the byte bucket: perSec bytes per second sustained,
@@ -159,8 +173,8 @@ func (s *Sink) Write(stream, text string) {
 	if s == nil {
 		return
 	}
-	now := s.now()
 	s.mu.Lock()
+	now := s.clock.Now()
 	s.ring[s.next] = Line{At: now, Stream: stream, Text: text}
 	s.next = (s.next + 1) % len(s.ring)
 	s.count = min(s.count+1, len(s.ring))

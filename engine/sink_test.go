@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pool-managerd/pool-managerd/engine"
+	"github.com/pool-managerd/pool-managerd/internal/clock"
 )
 
 // logBuffer is a goroutine-safe io.Writer for a slog handler.
@@ -270,4 +271,29 @@ func TestLongLineFloodIsBounded(t *testing.T) {
 		t.Fatalf("reported %d lines / %d bytes dropped, counted %d / %d", reportedLines, reportedBytes, sink.Dropped(), sink.DroppedBytes())
 	}
 	t.Logf("%s: logged %d bytes, dropped %d lines and %d bytes", elapsed, logged, sink.Dropped(), sink.DroppedBytes())
+}
+
+// The rate limits refill on the sink's clock: a burst spent, nothing more
+// is forwarded until that clock moves on, and one second of it brings back
+// one second's worth.
+func TestSinkRefillsOnItsClock(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+	sink := engine.NewSink(nil, 100, 10, 10)
+	sink.SetClock(clk)
+	for i := range 15 {
+		sink.Write("stdout", fmt.Sprint(i))
+	}
+	if d := sink.Dropped(); d != 5 {
+		t.Fatalf("dropped %d of 15 lines with a burst of 10 and a frozen clock, want 5", d)
+	}
+	clk.Advance(time.Second)
+	for i := range 15 {
+		sink.Write("stdout", fmt.Sprint(i))
+	}
+	if d := sink.Dropped(); d != 10 {
+		t.Fatalf("dropped %d in all after one second of the sink's clock at 10 lines/s, want 10", d)
+	}
+	if at := sink.Tail(1)[0].At; !at.Equal(clk.Now()) {
+		t.Fatalf("line stamped %v, want the sink's clock %v", at, clk.Now())
+	}
 }

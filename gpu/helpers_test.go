@@ -12,46 +12,43 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
+	"github.com/pool-managerd/pool-managerd/internal/clock"
 )
 
-// fakeClock jumps forward by d on every After, so a 5 s VRAM wait runs in
-// microseconds and the test can still tell how much time "passed".
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
+// steppingClock is a clock.Fake that jumps to each timer's due time as the
+// timer is made, so a 5 s VRAM wait runs in microseconds and the test can
+// still tell how much time "passed".
+type steppingClock struct{ *clock.Fake }
+
+func newSteppingClock() steppingClock {
+	return steppingClock{clock.NewFake(time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC))}
 }
 
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}
+// NewTimer makes the timer and advances the clock to it: its channel holds
+// the value when NewTimer returns.
+func (c steppingClock) NewTimer(d time.Duration) (clock.Timer, <-chan time.Time) {
+	t, ch := c.Fake.NewTimer(d)
+	c.Advance(d)
+	return t, ch
 }
 
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	ch := make(chan time.Time, 1)
-	ch <- c.now
-	c.mu.Unlock()
-	return ch
-}
-
-// stuckClock never fires After and reports that someone is waiting on it:
-// waiting is closed at the first After (a close, not a send, so the report
-// is not lost when the test is not receiving yet).
+// stuckClock is a clock.Fake nobody advances, which reports that someone is
+// waiting on it: waiting is closed at the first NewTimer (a close, not a
+// send, so the report is not lost when the test is not receiving yet).
 type stuckClock struct {
-	fakeClock
+	*clock.Fake
 	waiting chan struct{}
 	once    sync.Once
 }
 
-func (c *stuckClock) After(time.Duration) <-chan time.Time {
+func newStuckClock() *stuckClock {
+	return &stuckClock{Fake: clock.NewFake(time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)), waiting: make(chan struct{})}
+}
+
+// NewTimer makes a timer that never fires and reports the waiter.
+func (c *stuckClock) NewTimer(d time.Duration) (clock.Timer, <-chan time.Time) {
 	c.once.Do(func() { close(c.waiting) })
-	return nil
+	return c.Fake.NewTimer(d)
 }
 
 // eventFeed is a go-nvml mock.EventSet fed from the test.
@@ -146,7 +143,7 @@ func open(t *testing.T, lib nvml.Interface, opts Options) *NVMLGuard {
 	t.Helper()
 	opts.Lib = lib
 	if opts.Clock == nil {
-		opts.Clock = newFakeClock()
+		opts.Clock = newSteppingClock()
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)

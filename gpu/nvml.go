@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/pool-managerd/pool-managerd/internal/clock"
 )
 
 // Options configures Open. Zero values mean the defaults noted.
@@ -21,7 +22,7 @@ type Options struct {
 	MinDriverVersion string // optional, "535.0"; compared number by number
 	Logger           *slog.Logger
 	Lib              nvml.Interface // nil: the system's libnvidia-ml.so.1
-	Clock            Clock          // nil: real time
+	Clock            clock.Clock    // the VRAM wait, event pauses and stamps; nil: clock.Real
 	// VRAMWait bounds how long Check waits for a device's free memory to come
 	// back (a stopped engine's CUDA context takes a moment to be torn down).
 	// 0: 5s; negative: no wait.
@@ -52,7 +53,7 @@ var errClosed = errors.New("gpu: guard is closed")
 type NVMLGuard struct {
 	lib           nvml.Interface
 	log           *slog.Logger
-	clock         Clock
+	clock         clock.Clock
 	requireNVIDIA bool
 	minDriverRaw  string
 	minDriver     []int
@@ -102,9 +103,7 @@ func Open(opts Options) Guard {
 	if g.log == nil {
 		g.log = slog.Default()
 	}
-	if g.clock == nil {
-		g.clock = realClock{}
-	}
+	g.clock = clock.OrReal(g.clock)
 	if g.vramWait == 0 {
 		g.vramWait = defaultVRAMWait
 	}

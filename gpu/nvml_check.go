@@ -182,12 +182,15 @@ func (g *NVMLGuard) waitForVRAM(ctx context.Context, req Requirements, handles [
 			g.log.Info("waiting for VRAM to be released", "pool_id", req.PoolID, "device", d,
 				"need_mib", req.MinFreeVRAMMiB, "wait", g.vramWait)
 		}
+		t, polled := g.clock.NewTimer(g.poll)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return nil, fmt.Errorf("%s; stopped waiting: %w", lack, ctx.Err())
 		case <-g.stop:
+			t.Stop()
 			return nil, errClosed
-		case <-g.clock.After(g.poll):
+		case <-polled:
 		}
 		for i, h := range handles {
 			mem, ret := h.GetMemoryInfo()

@@ -105,10 +105,13 @@ func (g *NVMLGuard) watchEvents(set nvml.EventSet, devs []watched) {
 	}
 }
 
+// pause waits eventErrorPause on the guard's clock, or until Close.
 func (g *NVMLGuard) pause() {
+	t, paused := g.clock.NewTimer(eventErrorPause)
+	defer t.Stop()
 	select {
 	case <-g.stop:
-	case <-g.clock.After(eventErrorPause):
+	case <-paused:
 	}
 }
 

@@ -17,7 +17,7 @@ import (
 // answers ERROR_LIBRARY_NOT_FOUND; nothing else may be called, or the process
 // dies. This runs the real library, not a double.
 func TestOpenRealLibraryWithoutDriver(t *testing.T) {
-	g := Open(Options{RequireNVIDIA: true, Clock: newFakeClock(), Logger: slog.New(slog.DiscardHandler)}).(*NVMLGuard)
+	g := Open(Options{RequireNVIDIA: true, Clock: newSteppingClock(), Logger: slog.New(slog.DiscardHandler)}).(*NVMLGuard)
 	defer g.Close()
 	if g.initErr == nil {
 		t.Skip("an NVIDIA driver is present; see real_gpu_test.go")

@@ -15,16 +15,16 @@ func TestVRAMRefusedAfterBoundedWait(t *testing.T) {
 	srv, _ := newA100(t)
 	d0 := dev(srv, 0)
 	d0.MemoryInfo.Free = 1200 * mib
-	clock := newFakeClock()
-	start := clock.Now()
-	g := open(t, srv, Options{RequireNVIDIA: true, Clock: clock})
+	clk := newSteppingClock()
+	start := clk.Now()
+	g := open(t, srv, Options{RequireNVIDIA: true, Clock: clk})
 
 	_, err := g.Check(context.Background(), Requirements{Devices: []string{"0"}, MinFreeVRAMMiB: 6000})
 	want := "gpu: device 0 (" + d0.UUID + "): 1200 MiB free, pool needs 6000 MiB (waited 5s for VRAM to be released)"
 	if err == nil || err.Error() != want {
 		t.Fatalf("Check = %v\nwant    %s", err, want)
 	}
-	if waited := clock.Now().Sub(start); waited != 5*time.Second {
+	if waited := clk.Now().Sub(start); waited != 5*time.Second {
 		t.Errorf("waited %s, want the default 5s", waited)
 	}
 	// One read by the first look, then one per 100 ms poll.
@@ -56,9 +56,9 @@ func TestVRAMComesBackDuringWait(t *testing.T) {
 		}
 		return nvml.Memory{Total: total, Free: 30000 * mib}, nvml.SUCCESS
 	}
-	clock := newFakeClock()
-	start := clock.Now()
-	g := open(t, srv, Options{RequireNVIDIA: true, Clock: clock, PollInterval: 250 * time.Millisecond})
+	clk := newSteppingClock()
+	start := clk.Now()
+	g := open(t, srv, Options{RequireNVIDIA: true, Clock: clk, PollInterval: 250 * time.Millisecond})
 
 	devs, err := g.Check(context.Background(), Requirements{Devices: []string{"0", "1"}, MinFreeVRAMMiB: 6000})
 	if err != nil {
@@ -67,7 +67,7 @@ func TestVRAMComesBackDuringWait(t *testing.T) {
 	if devs[1].MemoryFreeBytes != 30000*mib {
 		t.Errorf("device 1 free = %d MiB, want the fresh 30000", devs[1].MemoryFreeBytes/mib)
 	}
-	if waited := clock.Now().Sub(start); waited != 750*time.Millisecond {
+	if waited := clk.Now().Sub(start); waited != 750*time.Millisecond {
 		t.Errorf("waited %s, want 3 polls of 250ms", waited)
 	}
 }
@@ -77,8 +77,8 @@ func TestVRAMWaitHonorsContextAndClose(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			srv, _ := newA100(t)
 			dev(srv, 0).MemoryInfo.Free = 0
-			clock := &stuckClock{fakeClock: *newFakeClock(), waiting: make(chan struct{})}
-			g := open(t, srv, Options{RequireNVIDIA: true, Clock: clock})
+			clk := newStuckClock()
+			g := open(t, srv, Options{RequireNVIDIA: true, Clock: clk})
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			done := make(chan error)
@@ -86,7 +86,7 @@ func TestVRAMWaitHonorsContextAndClose(t *testing.T) {
 				_, err := g.Check(ctx, Requirements{Devices: []string{"0"}, MinFreeVRAMMiB: 1})
 				done <- err
 			}()
-			<-clock.waiting // Check is in its VRAM wait
+			<-clk.waiting // Check is in its VRAM wait
 			if how == "cancel" {
 				cancel()
 			} else {

@@ -27,6 +27,7 @@ import (
 	"github.com/pool-managerd/pool-managerd/engine/cgroup"
 	"github.com/pool-managerd/pool-managerd/engine/pidrec"
 	"github.com/pool-managerd/pool-managerd/gpu"
+	"github.com/pool-managerd/pool-managerd/internal/clock"
 	"github.com/pool-managerd/pool-managerd/supervisor/sdnotify"
 )
 
@@ -50,7 +51,7 @@ type Options struct {
 	Guard    gpu.Guard // nil: opened from Config.GPU
 	Token    string    // API bearer token; "" = none
 	Notifier *sdnotify.Notifier
-	Clock    actors.Clock
+	Clock    clock.Clock // every timing decision of pools, registry and GPU guard; nil: clock.Real
 
 	// WriteToken, used only when Token is "", is the bearer token that
 	// requests other than GET and HEAD need (every mutating endpoint),
@@ -109,9 +110,7 @@ func New(o Options) (*Daemon, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
 	}
-	if o.Clock == nil {
-		o.Clock = actors.RealClock{}
-	}
+	o.Clock = clock.OrReal(o.Clock)
 	if o.Notifier == nil {
 		o.Notifier = sdnotify.New(o.Logger)
 	}
@@ -143,7 +142,7 @@ func New(o Options) (*Daemon, error) {
 	d.guard = o.Guard
 	if d.guard == nil {
 		d.guard = gpu.Open(gpu.Options{RequireNVIDIA: o.Config.GPU.RequireNVIDIA, MinDriverVersion: o.Config.GPU.MinDriverVersion,
-			Logger: o.Logger.With("component", "gpu"), OnXID: d.metrics.XID})
+			Logger: o.Logger.With("component", "gpu"), OnXID: d.metrics.XID, Clock: o.Clock})
 	}
 	return d, nil
 }

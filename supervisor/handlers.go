@@ -111,7 +111,7 @@ func (d *Daemon) getPoolHealth(w http.ResponseWriter, r *http.Request) error {
 		EngineVersion: nullable(s.EngineVersion), Metrics: HealthMetrics{ActiveLeases: s.ActiveLeases, Slots: s.Slots,
 			RestartCount: s.RestartCount, Starts: s.Starts, ConsecutiveFailures: s.ConsecutiveFailures, LastHeartbeatMS: s.LastHeartbeatMS}}
 	if s.StartedAtMS != nil {
-		h.Metrics.UptimeMS = time.Now().UnixMilli() - *s.StartedAtMS
+		h.Metrics.UptimeMS = d.opts.Clock.Now().UnixMilli() - *s.StartedAtMS // started_at_ms is on the same clock
 	}
 	if m := s.EngineMetrics; m != nil {
 		h.Metrics.RequestsProcessing, h.Metrics.RequestsDeferred = &m.RequestsProcessing, &m.RequestsDeferred
