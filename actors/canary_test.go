@@ -1,9 +1,13 @@
 package actors
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pool-managerd/pool-managerd/internal/clock"
+	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
 
 // With a canary, a llama-server pool becomes ready only after a real
@@ -54,23 +58,23 @@ func TestCanaryRealLlama404NeverReady(t *testing.T) {
 }
 
 // canary.idle_after: a ready pool whose engine sat idle runs the canary
-// again (logged with idle true) and stays ready.
+// again (logged with idle true) and stays ready. The clock jumps past
+// idle_after instead of the test waiting for it.
 func TestCanaryRealLlamaIdleRerun(t *testing.T) {
 	bin, models := preflightLlama(t)
-	h := newHarness(t, nil)
+	clk := clock.NewFollowingFake(time.Now())
+	h := newHarness(t, clk)
 	cfg := llamaPool("idle", bin, models+"/tiny-a.gguf")
 	cfg.Canary.Enabled, cfg.Canary.Path, cfg.Canary.Body, cfg.Canary.Timeout = true, "/completion", `{"prompt":"a","n_predict":1}`, 30*time.Second
-	cfg.Canary.IdleAfter = 300 * time.Millisecond
+	cfg.Canary.IdleAfter = time.Hour
 	cfg.Liveness.Interval = 100 * time.Millisecond
 	cfg.Liveness.Timeout = 5 * time.Second
 	h.spawn(cfg)
 	h.waitState("idle", StateReady)
-	deadline := time.Now().Add(30 * time.Second)
-	for strings.Count(h.logs.String(), `"msg":"engine.canary_ok","pool_id":"idle"`) < 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no idle canary re-runs within 30s; logs:\n%s", h.logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	canaries := func() int { return strings.Count(h.logs.String(), `"msg":"engine.canary_ok","pool_id":"idle"`) }
+	for want := 2; want <= 3; want++ {
+		clk.Advance(cfg.Canary.IdleAfter)
+		testutil.Eventually(t, waitLimit, fmt.Sprintf("idle canary %d", want-1), func() bool { return canaries() >= want })
 	}
 	if logs := h.logs.String(); !strings.Contains(logs, `"idle":true`) || strings.Contains(logs, "canary.failed") {
 		t.Fatalf("want idle canaries that pass; logs:\n%s", logs)

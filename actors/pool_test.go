@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pool-managerd/pool-managerd/internal/clock"
+	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
 
 func TestPoolBecomesReady(t *testing.T) {
@@ -128,18 +129,34 @@ func TestPoolForkingEngineLeavesNoProcess(t *testing.T) {
 	}
 }
 
+// The clock jumps past startup_timeout once the engine runs, instead of
+// the test waiting for it.
 func TestPoolHungHealthFailsByStartupTimeout(t *testing.T) {
-	h := newHarness(t, nil)
+	clk := clock.NewFollowingFake(time.Now())
+	h := newHarness(t, clk)
 	cfg := simPool("p1", "--hang-health")
-	cfg.StartupTimeout = 400 * time.Millisecond
+	cfg.StartupTimeout = time.Hour
 	cfg.Readiness.Timeout = 100 * time.Millisecond
 	cfg.Restart.Initial = time.Hour
 	h.spawn(cfg)
+	h.waitSpawned("p1")
+	if st := h.get("p1"); st.State != StatePreload {
+		t.Fatalf("state %s before startup_timeout", st.State)
+	}
+	clk.Advance(cfg.StartupTimeout)
 	st := h.waitState("p1", StateBackoff)
 	if st.LastError == nil || !strings.Contains(*st.LastError, "startup_timeout") {
 		t.Fatalf("last_error: %v", st.LastError)
 	}
 	h.waitPID(t, "p1") // the hung engine is stopped, not left running
+}
+
+// waitSpawned waits (by polling the registry) until the pool has an engine.
+func (h *harness) waitSpawned(id string) PoolStatus {
+	h.t.Helper()
+	var st PoolStatus
+	testutil.Eventually(h.t, waitLimit, "pool "+id+" to spawn its engine", func() bool { st = h.get(id); return st.PID != nil })
+	return st
 }
 
 // waitPID waits (by polling the registry) until the pool no longer has an engine.
@@ -186,16 +203,61 @@ func TestPoolMissingModelNeverSpawns(t *testing.T) {
 	}
 }
 
+// A silent engine whose readiness probe hangs is stalled once stall_timeout
+// passes on the pool's clock (which jumps there instead of the test
+// waiting). The clock is years from the wall on purpose: the engine's
+// activity stamps must be on it too.
 func TestPoolStallTimeout(t *testing.T) {
-	h := newHarness(t, nil)
+	clk := clock.NewFollowingFake(time.Unix(1_700_000_000, 0))
+	h := newHarness(t, clk)
 	cfg := simPool("p1", "--hang-health")
-	cfg.StallTimeout = 300 * time.Millisecond
-	cfg.Readiness.Timeout = 5 * time.Second // the probe hangs: no answer is no change
+	cfg.StallTimeout, cfg.StartupTimeout = 10*time.Minute, time.Hour
+	cfg.Readiness.Timeout = time.Hour // the probe hangs: no answer is no change
 	cfg.Restart.Initial = time.Hour
 	h.spawn(cfg)
+	h.waitSpawned("p1")
+	clk.Advance(cfg.StallTimeout)
 	st := h.waitState("p1", StateBackoff)
 	if st.LastError == nil || !strings.Contains(*st.LastError, "stall") {
-		t.Fatalf("last_error: %v", st.LastError)
+		t.Fatalf("last_error = %q, want a stall", deref(st.LastError))
+	}
+}
+
+// The stall check compares the pool's clock with the engine's activity
+// stamps, so both must come from that clock. Here the clock jumps in
+// steps; between two steps the engine prints. It never went a stall_timeout
+// without a line on that clock, so it must not be judged stalled, however
+// far the steps take the clock from the wall.
+func TestPoolNotStalledWhileTheEnginePrints(t *testing.T) {
+	clk := clock.NewFollowingFake(time.Now())
+	h := newHarness(t, clk)
+	cfg := simPool("p1", "--hang-health", "--spam", "200")
+	cfg.StallTimeout = time.Minute
+	cfg.StartupTimeout = time.Hour
+	cfg.Readiness.Timeout = time.Hour // the probe hangs: no answer is no change
+	cfg.Restart.Initial = time.Hour
+	pid := h.spawn(cfg)
+	h.waitState("p1", StatePreload)
+	lastLine := func() string {
+		r := ask(h, pid, &GetLogs{Tail: 1})
+		if len(r.Lines) == 0 {
+			return ""
+		}
+		return r.Lines[0].Text
+	}
+	const step = 15 * time.Second
+	for i := range 13 { // 12 steps of 15 s: three stall timeouts on the pool's clock
+		// The ask comes after the firings of the last Advance in the mailbox.
+		if st := ask(h, pid, &GetStatus{}).Status; st.State != StatePreload {
+			t.Fatalf("an engine printing all along was judged stalled after %s on the pool's clock: state %s, last_error %q",
+				time.Duration(i)*step, st.State, deref(st.LastError))
+		}
+		if i == 12 {
+			break
+		}
+		seen := lastLine()
+		testutil.Eventually(t, waitLimit, "a new engine line", func() bool { l := lastLine(); return l != "" && l != seen })
+		clk.Advance(step)
 	}
 }
 
