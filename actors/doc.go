@@ -19,4 +19,9 @@
 // a message from an older generation is stale and ignored. Timers are
 // scheduled messages (never protoactor's ReceiveTimeout) with a token, so a
 // cancelled timer that fires late is ignored too.
+//
+// Time is PoolDeps.Clock (and the registry's clock): every timer, deadline,
+// backoff and stamp of a pool comes from it, and it is handed on to the
+// pool's engines and output sink, so a judgement such as the stall check
+// compares stamps of one clock. Tests pass a clock.Fake and advance it.
 package actors
