@@ -32,12 +32,13 @@ func TestPoolBecomesReady(t *testing.T) {
 }
 
 // A SIGKILLed engine is restarted after a growing, jittered delay. The fake
-// clock shows the delays without waiting for them.
+// clock jumps over the delays; they are hours, so real time never gets
+// there first however slow the machine.
 func TestPoolKilledEngineRestartsWithGrowingBackoff(t *testing.T) {
 	clk := clock.NewFollowingFake(time.Unix(1_700_000_000, 0))
 	h := newHarness(t, clk)
 	cfg := simPool("p1")
-	cfg.Restart.Initial, cfg.Restart.Max = time.Second, time.Minute
+	cfg.Restart.Initial, cfg.Restart.Max = time.Hour, 100*time.Hour
 	h.spawn(cfg)
 	st := h.waitState("p1", StateReady)
 	var delays []time.Duration
@@ -49,7 +50,7 @@ func TestPoolKilledEngineRestartsWithGrowingBackoff(t *testing.T) {
 		if b.LastError == nil || !strings.Contains(*b.LastError, "SIGKILL") {
 			t.Fatalf("last_error should name the signal: %v", b.LastError)
 		}
-		d := time.Duration(*b.NextRestartAtMS-clk.Now().UnixMilli()) * time.Millisecond
+		d := time.Duration(*b.NextRestartAtMS-b.StateSinceMS) * time.Millisecond // both stamped as the failure was handled
 		delays = append(delays, d)
 		clk.Advance(d + time.Millisecond) // next_restart_at_ms is rounded down to the ms
 		st = h.waitState("p1", StateReady)
@@ -57,7 +58,7 @@ func TestPoolKilledEngineRestartsWithGrowingBackoff(t *testing.T) {
 			t.Fatalf("restart_count %d after %d restarts", st.RestartCount, i+1)
 		}
 	}
-	for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
+	for i, want := range []time.Duration{time.Hour, 2 * time.Hour, 4 * time.Hour} {
 		if !within(delays[i], want, 0.1) {
 			t.Fatalf("delay %d = %v, want %v ±10%% (all: %v)", i, delays[i], want, delays)
 		}
@@ -214,8 +215,14 @@ func TestPoolStallTimeout(t *testing.T) {
 	cfg.StallTimeout, cfg.StartupTimeout = 10*time.Minute, time.Hour
 	cfg.Readiness.Timeout = time.Hour // the probe hangs: no answer is no change
 	cfg.Restart.Initial = time.Hour
-	h.spawn(cfg)
+	pid := h.spawn(cfg)
 	h.waitSpawned("p1")
+	// Its last line, once it listens: no activity is stamped after it, so
+	// the jump is a stall_timeout of silence.
+	testutil.Eventually(t, waitLimit, "the engine's ready line", func() bool {
+		l := ask(h, pid, &GetLogs{Tail: 1}).Lines
+		return len(l) == 1 && strings.HasPrefix(l[0].Text, "sim-engine: ready")
+	})
 	clk.Advance(cfg.StallTimeout)
 	st := h.waitState("p1", StateBackoff)
 	if st.LastError == nil || !strings.Contains(*st.LastError, "stall") {
@@ -286,12 +293,14 @@ func TestPoolStartFromFailedResetsBreaker(t *testing.T) {
 	}
 }
 
-// An engine that stayed ready for reset_after starts over at the initial delay.
+// An engine that stayed ready for reset_after starts over at the initial
+// delay. The delays are hours, jumped over (see
+// TestPoolKilledEngineRestartsWithGrowingBackoff).
 func TestPoolBackoffResetsAfterStableUptime(t *testing.T) {
 	clk := clock.NewFollowingFake(time.Unix(1_700_000_000, 0))
 	h := newHarness(t, clk)
 	cfg := simPool("p1")
-	cfg.Restart.Initial, cfg.Restart.Max, cfg.Restart.ResetAfter = time.Second, time.Minute, 10*time.Second
+	cfg.Restart.Initial, cfg.Restart.Max, cfg.Restart.ResetAfter = time.Hour, 100*time.Hour, 10*time.Hour
 	h.spawn(cfg)
 	st := h.waitState("p1", StateReady)
 	kill := func() time.Duration {
@@ -299,18 +308,18 @@ func TestPoolBackoffResetsAfterStableUptime(t *testing.T) {
 			t.Fatal(err)
 		}
 		b := h.waitState("p1", StateBackoff)
-		d := time.Duration(*b.NextRestartAtMS-clk.Now().UnixMilli()) * time.Millisecond
+		d := time.Duration(*b.NextRestartAtMS-b.StateSinceMS) * time.Millisecond // both stamped as the failure was handled
 		clk.Advance(d + time.Millisecond)
 		st = h.waitState("p1", StateReady)
 		return d
 	}
 	kill()
-	if d := kill(); !within(d, 2*time.Second, 0.1) {
-		t.Fatalf("second delay %v, want 2s ±10%%", d)
+	if d := kill(); !within(d, 2*time.Hour, 0.1) {
+		t.Fatalf("second delay %v, want 2h ±10%%", d)
 	}
 	clk.Advance(cfg.Restart.ResetAfter)
-	if d := kill(); !within(d, time.Second, 0.1) {
-		t.Fatalf("after %v of uptime the delay is %v, want the initial 1s", cfg.Restart.ResetAfter, d)
+	if d := kill(); !within(d, time.Hour, 0.1) {
+		t.Fatalf("after %v of uptime the delay is %v, want the initial 1h", cfg.Restart.ResetAfter, d)
 	}
 }
 
