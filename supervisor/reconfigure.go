@@ -50,13 +50,19 @@ func (d *Daemon) Reconfigure(next *config.Config) Change {
 		}
 		applied = append(applied, p)
 	}
+	var touched []*actor.PID // added and removed pools, for the barrier below
+	for _, id := range ch.Added {
+		touched = append(touched, d.pools[id])
+	}
 	for id, p := range old {
 		ch.Removed = append(ch.Removed, id)
 		pid := d.pools[id]
 		delete(d.pools, id)
 		actors.SendPool(d.sys.Root, pid, &actors.Drain{Deadline: -1, Reason: "config_removed"})
+		touched = append(touched, pid)
 		go d.retire(id, pid, p.DrainDeadline+p.StopGrace+shutdownSlack)
 	}
+	d.settle(touched)
 	for _, restartOnly := range []struct {
 		name string
 		same bool
@@ -78,6 +84,23 @@ func (d *Daemon) Reconfigure(next *config.Config) Change {
 	d.log.Info("config.reloaded", "added", ch.Added, "removed", ch.Removed, "changed", ch.Changed,
 		"refused", ch.Refused, "unchanged", len(ch.Unchanged))
 	return ch
+}
+
+// settle returns once every pool actor in pids has handled what Reconfigure
+// sent it (an added one its start, a removed one its Drain) and the registry
+// has taken the status updates that caused, so a GET right after a SIGHUP
+// shows the added pools and the removed ones draining, not the old state.
+// Each pool answers a GetStatus after its earlier messages, and its status
+// update to the registry is queued before that answer; the registry's Ping,
+// sent after, is answered after that update was applied and published.
+func (d *Daemon) settle(pids []*actor.PID) {
+	if len(pids) == 0 {
+		return
+	}
+	for _, pid := range pids {
+		_, _ = actors.Ask(d.sys.Root, pid, &actors.GetStatus{}, askTimeout) // a pool already gone is settled
+	}
+	_, _ = actors.Ask(d.sys.Root, d.reg, &actors.Ping{}, askTimeout)
 }
 
 // applyChange reloads one changed pool, in order with the rest of the SIGHUP
