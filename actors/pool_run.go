@@ -654,7 +654,12 @@ func (a *pool) fail(reason FailureReason, err error) {
 	}
 	a.st.NextRestartAtMS = ptr(now.Add(dec.Delay).UnixMilli())
 	a.transition(StateBackoff, string(reason))
-	a.armTimer(tRestart, dec.Delay)
+	// A backoff of 0 has passed already: no timer, no message; the preload
+	// starts as soon as the engine is gone (at once when it already is).
+	a.restartDue = dec.Delay <= 0
+	if !a.restartDue {
+		a.armTimer(tRestart, dec.Delay)
+	}
 	a.stopEngine(func() {
 		if a.restartDue && a.st.State == StateBackoff {
 			a.startPreload(reasonRestart)
@@ -663,7 +668,11 @@ func (a *pool) fail(reason FailureReason, err error) {
 }
 
 // stopEngine stops the engine (if any) in a goroutine and runs then once it
-// is gone. A later call replaces the continuation of an earlier one.
+// is gone. A later call replaces the continuation of an earlier one. An
+// engine that has already ended (Done closed: its group, cgroup and pid
+// record are already cleaned up) is taken as stopped at once, in this
+// message, so a crash followed by a backoff of 0 respawns without a trip
+// through a goroutine and the mailbox.
 func (a *pool) stopEngine(then func()) {
 	if a.proc == nil {
 		a.afterStop = nil
@@ -679,6 +688,12 @@ func (a *pool) stopEngine(then func()) {
 	a.stopReq = true
 	a.abandonRun()
 	p, grace := a.proc, a.cfg.StopGrace
+	select {
+	case <-p.Done():
+		a.onStopped(&engineStopped{proc: p, exit: p.Exit()})
+		return
+	default:
+	}
 	go func() {
 		ex := a.stopProc(p, grace)
 		SendPool(a.root, a.self, &engineStopped{proc: p, exit: ex})

@@ -65,6 +65,33 @@ func TestPoolKilledEngineRestartsWithGrowingBackoff(t *testing.T) {
 	}
 }
 
+// A crashed engine with restart.initial 0 is replaced at once: the backoff
+// of 0 goes through no timer (the fake clock is never advanced, so a timer
+// would never fire), and the replacement starts only after the old engine
+// and its process group are gone.
+func TestPoolZeroBackoffRestartsWithoutATimer(t *testing.T) {
+	clk := NewFakeClock(time.Unix(1_700_000_000, 0))
+	h := newHarness(t, clk)
+	cfg := simPool("p1")
+	cfg.Restart.Initial, cfg.Restart.Max, cfg.Restart.Jitter = 0, 0, 0
+	h.spawn(cfg)
+	st := h.waitState("p1", StateReady)
+	for i := 0; i < 3; i++ {
+		old := *st.PID
+		if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		h.waitState("p1", StateBackoff)
+		st = h.waitState("p1", StateReady)
+		if st.PID == nil || *st.PID == old || st.RestartCount != i+1 {
+			t.Fatalf("after kill %d of pid %d: pid %v, restart_count %d", i+1, old, st.PID, st.RestartCount)
+		}
+		if !gone(old) || !groupGone(old) {
+			t.Fatalf("engine %d (or its group) still there after its replacement %d started", old, *st.PID)
+		}
+	}
+}
+
 func TestPoolExitingAtOnceTripsBreaker(t *testing.T) {
 	h := newHarness(t, nil)
 	cfg := simPool("p1", "--exit-immediately", "--exit-code", "3")
