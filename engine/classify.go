@@ -5,6 +5,7 @@ package engine
 
 import (
 	"regexp"
+	"regexp/syntax"
 	"sort"
 	"strings"
 	"sync"
@@ -31,7 +32,7 @@ const CauseWindow = 50
 // classRule is one class's patterns (matched against the lower-cased line).
 type classRule struct {
 	reason   string
-	patterns []*regexp.Regexp
+	patterns []matcher
 }
 
 // classRules in priority order: when lines of several classes appear, the
@@ -81,17 +82,67 @@ var generic = compile(`error`, `fail`, `fatal`, `exception`, `out of memory`, `i
 // weak marks a line that is only a warning: a generic word in it counts less.
 var weak = compile(`\bwarn(ing)?\b`, `^w `, `\[w\]`)
 
-func compile(pats ...string) []*regexp.Regexp {
-	out := make([]*regexp.Regexp, len(pats))
+// matcher is one pattern. Classify runs between an engine's exit and its
+// restart, over up to CauseWindow lines, so a pattern that does not start
+// with a literal (which regexp finds with a fast substring search) but
+// still contains one that every match must have, such as
+// `(error|fail).*\bnvml\b`, checks that literal first: the backtracking
+// scan of a line without "nvml" costs some 10 µs, 50 lines times a dozen
+// such patterns milliseconds.
+// A pattern that is nothing but a literal is a substring search.
+type matcher struct {
+	re      *regexp.Regexp
+	need    string // every match contains it; "" when re has a literal prefix (or nothing is required)
+	literal bool   // re is the literal need: strings.Contains is the whole match
+}
+
+func (m matcher) match(s string) bool {
+	if m.need != "" && !strings.Contains(s, m.need) {
+		return false
+	}
+	return m.literal || m.re.MatchString(s)
+}
+
+func compile(pats ...string) []matcher {
+	out := make([]matcher, len(pats))
 	for i, p := range pats {
-		out[i] = regexp.MustCompile(p)
+		out[i].re = regexp.MustCompile(p)
+		switch prefix, complete := out[i].re.LiteralPrefix(); {
+		case complete:
+			out[i].need, out[i].literal = prefix, true
+		case prefix == "":
+			out[i].need = requiredLiteral(p)
+		}
 	}
 	return out
 }
 
-func anyMatch(res []*regexp.Regexp, s string) bool {
-	for _, re := range res {
-		if re.MatchString(s) {
+// requiredLiteral is the longest literal that every match of pat contains:
+// a case-sensitive literal element of its top-level concatenation; "" when
+// it has none.
+func requiredLiteral(pat string) string {
+	re, err := syntax.Parse(pat, syntax.Perl)
+	if err != nil {
+		return ""
+	}
+	re = re.Simplify()
+	if re.Op == syntax.OpLiteral && re.Flags&syntax.FoldCase == 0 {
+		return string(re.Rune)
+	}
+	best := ""
+	if re.Op == syntax.OpConcat {
+		for _, sub := range re.Sub {
+			if sub.Op == syntax.OpLiteral && sub.Flags&syntax.FoldCase == 0 && len(string(sub.Rune)) > len(best) {
+				best = string(sub.Rune)
+			}
+		}
+	}
+	return best
+}
+
+func anyMatch(ms []matcher, s string) bool {
+	for _, m := range ms {
+		if m.match(s) {
 			return true
 		}
 	}
