@@ -54,6 +54,10 @@ type benchDaemon struct {
 	// spawned receives the time of each engine.spawned log record: when the
 	// pool actor learnt its new engine runs (the crash breakdown).
 	spawned chan time.Time
+	// exited receives the time of each engine.exited log record: when the
+	// pool actor learnt its engine ended by itself, after the engine's own
+	// cleanup (reap, group and cgroup killed, cgroup empty and removed).
+	exited chan time.Time
 	// loaded receives the time of each forwarded engine output line that
 	// says llama-server's model is loaded (llamaLoadedLine): when the daemon
 	// read it.
@@ -68,8 +72,9 @@ func startDaemon(ctx context.Context, self string, pools ...config.Pool) (*bench
 	// The daemon formats its JSON logs as in production; only the last 64 KiB
 	// are kept, to explain a failure.
 	spawned := make(chan time.Time, 64)
+	exited := make(chan time.Time, 64)
 	loaded := make(chan time.Time, 64)
-	logger := slog.New(tap{slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}), "engine.spawned", spawned, loaded})
+	logger := slog.New(tap{slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}), spawned, exited, loaded})
 	d, err := supervisor.New(supervisor.Options{Config: cfg, Logger: logger, SelfExe: self, Guard: gpu.NoGuard{}})
 	if err != nil {
 		return nil, err
@@ -83,7 +88,7 @@ func startDaemon(ctx context.Context, self string, pools ...config.Pool) (*bench
 		return nil, err
 	}
 	sctx, stop := context.WithCancel(context.Background())
-	b := &benchDaemon{d: d, base: "http://" + ln.Addr().String(), stop: stop, logs: logs, spawned: spawned, loaded: loaded,
+	b := &benchDaemon{d: d, base: "http://" + ln.Addr().String(), stop: stop, logs: logs, spawned: spawned, exited: exited, loaded: loaded,
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}},
 		events: newHub()}
 	if err := b.events.follow(sctx, b.base+"/v1/events"); err != nil {
@@ -328,14 +333,15 @@ func (h *hub) wait(ctx context.Context, mark int, id string, to actors.State, li
 	}
 }
 
-// tap passes every record on and sends the time of those whose message is
-// msg to ch, and of engine output records whose line contains
-// llamaLoadedLine to loaded (dropping them when nobody reads).
+// tap passes every record on and sends the time of engine.spawned and
+// engine.exited records to spawned and exited, and of engine output records
+// whose line contains llamaLoadedLine to loaded (dropping them when nobody
+// reads).
 type tap struct {
 	slog.Handler
-	msg    string
-	ch     chan time.Time
-	loaded chan time.Time
+	spawned chan time.Time // engine.spawned
+	exited  chan time.Time // engine.exited
+	loaded  chan time.Time
 }
 
 func (t tap) Handle(ctx context.Context, r slog.Record) error {
@@ -345,8 +351,11 @@ func (t tap) Handle(ctx context.Context, r slog.Record) error {
 		default:
 		}
 	}
-	if r.Message == t.msg {
-		send(t.ch)
+	switch r.Message {
+	case "engine.spawned":
+		send(t.spawned)
+	case "engine.exited":
+		send(t.exited)
 	}
 	if r.Message == "engine output" && t.loaded != nil {
 		r.Attrs(func(a slog.Attr) bool {
@@ -361,10 +370,10 @@ func (t tap) Handle(ctx context.Context, r slog.Record) error {
 }
 
 func (t tap) WithAttrs(a []slog.Attr) slog.Handler {
-	return tap{t.Handler.WithAttrs(a), t.msg, t.ch, t.loaded}
+	return tap{t.Handler.WithAttrs(a), t.spawned, t.exited, t.loaded}
 }
 func (t tap) WithGroup(n string) slog.Handler {
-	return tap{t.Handler.WithGroup(n), t.msg, t.ch, t.loaded}
+	return tap{t.Handler.WithGroup(n), t.spawned, t.exited, t.loaded}
 }
 
 // tailBuffer keeps the last max bytes written to it.
