@@ -32,7 +32,7 @@ func measureCrash(ctx context.Context, p params) ([]row, error) {
 	// the pool is ready again: the idle daemon costs it nothing (its only
 	// timer is the 5 s liveness probe).
 	var respawn, backoff, exited, spawned dist
-	var start, first, bare dist
+	var start, first, reaped, bare dist
 	for i := 0; i < p.crashRuns; i++ {
 		r, err := crashRun(ctx, b, id)
 		if err != nil {
@@ -43,11 +43,11 @@ func measureCrash(ctx context.Context, p params) ([]row, error) {
 		if _, err := b.waitState(ctx, id, actors.StateReady); err != nil { // no probes during the bare run
 			return nil, fmt.Errorf("run %d: %w", i, err)
 		}
-		s, f, d, err := bareRespawn(ctx, p.self)
+		br, err := bareRespawn(ctx, p.self)
 		if err != nil {
 			return nil, fmt.Errorf("bare run %d: %w", i, err)
 		}
-		start, first, bare = append(start, s), append(first, f), append(bare, d)
+		start, first, reaped, bare = append(start, br.start), append(first, br.firstLine), append(reaped, br.reaped), append(bare, br.respawn)
 	}
 	b.close()
 	const base = "bare SIGKILL→Wait→exec"
@@ -56,7 +56,7 @@ func measureCrash(ctx context.Context, p params) ([]row, error) {
 		newRow("crash", "crash → engine.spawned log record p50", ms(spawned.pct(50)), "ms", ms(bare.pct(50)), base, ratioAtMost(1.3)),
 		newRow("crash", "crash → new pid in API p99", ms(respawn.pct(99)), "ms", ms(bare.pct(99)), base, nil),
 		newRow("crash", "crash → new pid in API max", ms(respawn.max()), "ms", ms(bare.max()), base, nil),
-		newRow("crash", "context: crash → engine.exited log record p50", ms(exited.pct(50)), "ms", -1, "", nil),
+		newRow("crash", "context: crash → engine.exited log record p50", ms(exited.pct(50)), "ms", ms(reaped.pct(50)), "bare SIGKILL→Wait returned", nil),
 		newRow("crash", "context: crash → SSE backoff→preload event p50", ms(backoff.pct(50)), "ms", -1, "", nil),
 		newRow("crash", "context: bare exec Start() p50", ms(start.pct(50)), "ms", -1, "", nil),
 		newRow("crash", "context: bare exec → first stdout line p50", ms(first.pct(50)), "ms", -1, "", nil),
@@ -134,33 +134,43 @@ func crashRun(ctx context.Context, b *benchDaemon, id string) (crashTimes, error
 	return none, b.failure(fmt.Errorf("pool %s: no new engine within %s of killing %d", id, stateWait, old))
 }
 
+// bareTimes are one bare respawn's durations.
+type bareTimes struct {
+	start     time.Duration // the first Start
+	firstLine time.Duration // the first start to its first stdout line
+	reaped    time.Duration // kill → Wait returned (reaped, stdout drained)
+	respawn   time.Duration // kill → next Start returned
+}
+
 // bareRespawn is what a minimal supervisor does: start a simulator, wait
 // until it is ready, SIGKILL it, Wait for it (reaped, stdout drained) and
-// exec the next. It returns the first Start's duration, the first start's
-// time to its first stdout line, and kill → next Start returned.
-func bareRespawn(ctx context.Context, self string) (start, firstLine, respawn time.Duration, err error) {
+// exec the next.
+func bareRespawn(ctx context.Context, self string) (bareTimes, error) {
+	var t bareTimes
 	if err := ctx.Err(); err != nil {
-		return 0, 0, 0, err
+		return t, err
 	}
 	s, err := startBareSim(self, "--load-time", "0")
 	if err != nil {
-		return 0, 0, 0, err
+		return t, err
 	}
-	start = s.started.Sub(s.startedAt)
+	t.start = s.started.Sub(s.startedAt)
 	if _, err := s.waitReady(stateWait); err != nil {
 		_, _ = s.signalAndWait(syscall.SIGKILL, stateWait)
-		return 0, 0, 0, err
+		return t, err
 	}
-	firstLine = s.out.firstAt.Sub(s.startedAt)
+	t.firstLine = s.out.firstAt.Sub(s.startedAt)
 	killed := time.Now()
-	if _, err := s.signalAndWait(syscall.SIGKILL, stateWait); err != nil {
-		return 0, 0, 0, err
+	reaped, err := s.signalAndWait(syscall.SIGKILL, stateWait)
+	if err != nil {
+		return t, err
 	}
+	t.reaped = reaped.Sub(killed)
 	next, err := startBareSim(self, "--load-time", "0")
 	if err != nil {
-		return 0, 0, 0, err
+		return t, err
 	}
-	respawn = next.started.Sub(killed)
+	t.respawn = next.started.Sub(killed)
 	_, err = next.signalAndWait(syscall.SIGKILL, stateWait)
-	return start, firstLine, respawn, err
+	return t, err
 }
