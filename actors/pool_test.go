@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -66,11 +67,12 @@ func TestPoolKilledEngineRestartsWithGrowingBackoff(t *testing.T) {
 }
 
 // A crashed engine with restart.initial 0 is replaced at once: the backoff
-// of 0 goes through no timer (the fake clock is never advanced, so a timer
-// would never fire), and the replacement starts only after the old engine
-// and its process group are gone.
+// of 0 goes through no timer (the clock here never fires an AfterFunc due
+// at once, so a restart waiting for one would never come), and the
+// replacement starts only after the old engine and its process group are
+// gone.
 func TestPoolZeroBackoffRestartsWithoutATimer(t *testing.T) {
-	clk := NewFakeClock(time.Unix(1_700_000_000, 0))
+	clk := &noDueTimers{Clock: clock.Real{}}
 	h := newHarness(t, clk)
 	cfg := simPool("p1")
 	cfg.Restart.Initial, cfg.Restart.Max, cfg.Restart.Jitter = 0, 0, 0
@@ -90,6 +92,26 @@ func TestPoolZeroBackoffRestartsWithoutATimer(t *testing.T) {
 			t.Fatalf("engine %d (or its group) still there after its replacement %d started", old, *st.PID)
 		}
 	}
+	if n := clk.swallowed.Load(); n != 0 {
+		t.Fatalf("%d AfterFunc(d <= 0) armed during the crashes, want none", n)
+	}
+}
+
+// noDueTimers is a clock whose AfterFunc never runs a function due at
+// once (d <= 0), and counts them; everything else is its Clock's.
+type noDueTimers struct {
+	clock.Clock
+	swallowed atomic.Int64
+}
+
+func (c *noDueTimers) AfterFunc(d time.Duration, f func()) clock.Timer {
+	if d > 0 {
+		return c.Clock.AfterFunc(d, f)
+	}
+	c.swallowed.Add(1)
+	t := time.AfterFunc(time.Hour, func() {}) // a Timer that never runs f
+	t.Stop()
+	return t
 }
 
 func TestPoolExitingAtOnceTripsBreaker(t *testing.T) {
