@@ -13,9 +13,9 @@
 // even as 0, is that value. A partial readiness, liveness or restart block
 // merges field by field with the level below it.
 //
-// Engine presets set only probe paths: llamacpp, vllm and tgi probe /health;
-// triton probes /v2/health/ready (readiness) and /v2/health/live (liveness);
-// other has no preset. Because a preset outranks "defaults", a probe path in
+// Engine presets set probe paths (and the request a canary: {} block sends):
+// llamacpp, vllm and tgi probe /health; triton probes /v2/health/ready
+// (readiness) and /v2/health/live (liveness); other has no preset. Because a preset outranks "defaults", a probe path in
 // "defaults" only reaches pools whose engine is "other".
 //
 // # Built-in defaults
