@@ -236,12 +236,21 @@ func TestSchemasMatchGoTypes(t *testing.T) {
 	} {
 		schema := deref(t, doc, obj{"$ref": "#/components/schemas/" + name})
 		props := schema["properties"].(obj)
+		required := map[string]bool{}
+		for _, r := range schema["required"].([]any) {
+			required[r.(string)] = true
+		}
 		typ := reflect.TypeOf(v)
 		for i := range typ.NumField() {
 			f := typ.Field(i)
-			tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			tag, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
 			if tag == "" || tag == "-" {
 				continue
+			}
+			// A field always marshalled (null when unknown, never omitted)
+			// is required, so a client may count on the key.
+			if always := !strings.Contains(opts, "omitempty"); always != required[tag] {
+				t.Errorf("%s.%s: required %t, but the Go field is always marshalled: %t", name, tag, required[tag], always)
 			}
 			p, ok := props[tag]
 			if !ok {

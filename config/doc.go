@@ -13,9 +13,9 @@
 // even as 0, is that value. A partial readiness, liveness or restart block
 // merges field by field with the level below it.
 //
-// Engine presets set only probe paths: llamacpp, vllm and tgi probe /health;
-// triton probes /v2/health/ready (readiness) and /v2/health/live (liveness);
-// other has no preset. Because a preset outranks "defaults", a probe path in
+// Engine presets set probe paths (and the request a canary: {} block sends):
+// llamacpp, vllm and tgi probe /health; triton probes /v2/health/ready
+// (readiness) and /v2/health/live (liveness); other has no preset. Because a preset outranks "defaults", a probe path in
 // "defaults" only reaches pools whose engine is "other".
 //
 // # Built-in defaults
@@ -39,6 +39,30 @@
 //	              reset_after: 10m, max_failures: 5, window: 10m}
 //	pools: []                        # a daemon with no pools is valid
 //	# per pool: host 127.0.0.1, port 0 (a free port at each start), slots 0 (no limit)
+//
+// # Pool keys
+//
+// Each entry of pools takes these keys (the README's Configuration section
+// says more of each):
+//
+//	id                 required; see below
+//	engine             required: llamacpp, vllm, tgi, triton or other
+//	model_ref          required: an absolute path (must exist at each start) or a name
+//	command            required: argv list, placeholders allowed; no shell is added
+//	env                map of extra environment variables, placeholders allowed
+//	host, port         where the engine listens (127.0.0.1, 0: a free port each start)
+//	devices            GPU indices or UUIDs: CUDA_VISIBLE_DEVICES for the engine
+//	min_free_vram_mib  free VRAM per device the guardrail requires (0: no check)
+//	min_free_ram_mib   MemAvailable the engine needs before each spawn (0: no check)
+//	slots              leases the pool hands out at once (0: no limit, or the engine's)
+//	user               run the engine as this user (the daemon must be root)
+//	engine_version     shown in the status; asked of the engine when absent
+//	metrics_path       the engine's Prometheus page, read for its queue and series
+//	reload_allowed     what a reload over the API may name
+//	canary             {enabled, path, body, timeout, idle_after}: an inference
+//	                   request that must succeed before ready
+//	startup_timeout, stall_timeout, stop_grace, drain_deadline, readiness,
+//	liveness, restart  as in defaults, per pool
 //
 // # Checks beyond types
 //

@@ -66,7 +66,7 @@ func init() {
 		{"release", "POOL LEASE_ID", "release a lease", runRelease},
 		{"place", "[--model REF] [--pool ID ...] [--ttl D]", "let the daemon pick a pool and take a lease on it", runPlace},
 		{"events", "[--pool ID] [--no-reconnect]", "follow pool state changes until interrupted (reconnects and resumes)", runEvents},
-		{"logs", "POOL [--tail N]", "print a pool engine's last output lines", runLogs},
+		{"logs", "POOL [--tail N] [-f]", "print a pool engine's last output lines (-f: then follow new ones)", runLogs},
 		{"help", "[COMMAND]", "show this help, or a command's", runHelp},
 	}
 }
@@ -142,7 +142,8 @@ func cmdUsage(w io.Writer, cmd *command, fs *flag.FlagSet) {
 	fmt.Fprintln(w, "\nglobal flags: see 'poolctl help'")
 }
 
-// printFlags lists fs's flags that keep accepts, GNU style.
+// printFlags lists fs's flags that keep accepts, GNU style (--name, and -x
+// for a one-letter flag).
 func printFlags(w io.Writer, fs *flag.FlagSet, keep func(string) bool) {
 	fs.VisitAll(func(f *flag.Flag) {
 		if !keep(f.Name) {
@@ -158,7 +159,11 @@ func printFlags(w io.Writer, fs *flag.FlagSet, keep func(string) bool) {
 		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "-1" {
 			text += " (default " + f.DefValue + ")"
 		}
-		fmt.Fprintf(w, "  %s\n        %s\n", strings.TrimSpace("--"+f.Name+" "+typ), text)
+		dash := "--"
+		if len(f.Name) == 1 {
+			dash = "-" // a one-letter flag is written the short way: -f
+		}
+		fmt.Fprintf(w, "  %s\n        %s\n", strings.TrimSpace(dash+f.Name+" "+typ), text)
 	})
 }
 

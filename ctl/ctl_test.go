@@ -500,6 +500,12 @@ func TestHelpListsEveryCommand(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "--deadline duration") {
 		t.Errorf("help drain: exit %d\n%s", code, out)
 	}
+	// logs' usage names -f, and its one-letter flag is printed -f, not --f.
+	out, _, code = runCLI(t, context.Background(), "", "help", "logs")
+	if code != 0 || !strings.Contains(out, "usage: poolctl logs POOL [--tail N] [-f]") ||
+		!strings.Contains(out, "\n  -f\n") || strings.Contains(out, "--f\n") {
+		t.Errorf("help logs: exit %d\n%s", code, out)
+	}
 }
 
 // The drain poll must not outlive an interrupt.

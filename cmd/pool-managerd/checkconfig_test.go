@@ -180,6 +180,43 @@ pools:
 	}
 }
 
+// A config with start refusals gets its host warnings too, in the same run
+// (exit 2 still), and a missing auth.token_file names its line: a newcomer
+// learns at once everything a fresh machine lacks.
+func TestCheckConfigErrorsAndWarningsTogether(t *testing.T) {
+	t.Setenv("POOL_MANAGERD_TOKEN", "")
+	t.Setenv("POOL_MANAGERD_ADDR", "")
+	dir := t.TempDir()
+	f := filepath.Join(dir, "both.yaml")
+	writeFile(t, f, `shutdown_deadline: 5s
+auth:
+  token_file: `+filepath.Join(dir, "no-token")+`
+gpu: {require_nvidia: false}
+pools:
+  - id: noprog
+    engine: llamacpp
+    model_ref: m
+    command: [/nonexistent/llama-server, --port, "${PORT}"]
+`)
+	var out, errb bytes.Buffer
+	code := run([]string{"-check-config", f}, &out, &errb)
+	stderr := errb.String()
+	if code != 2 {
+		t.Fatalf("exit %d, want 2\nstdout: %s\nstderr: %s", code, out.String(), stderr)
+	}
+	for _, want := range []string{
+		f + ":3: auth.token_file: open " + filepath.Join(dir, "no-token") + ": no such file or directory (create it:",
+		f + ":6: warning: pool noprog: command: /nonexistent/llama-server: no such file or directory",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if strings.Contains(out.String(), "ok") {
+		t.Errorf("stdout %q: no ok line when the start would be refused", out.String())
+	}
+}
+
 // auth.token_file on a named pipe (or /dev/zero) is refused at once: the
 // start must not wait forever for a writer, or read without end.
 func TestTokenFileMustBeRegular(t *testing.T) {

@@ -322,6 +322,27 @@ func TestLogDocCoversEveryLogCall(t *testing.T) {
 	}
 }
 
+// TestLogDocNamesOnlyLoggedEvents is the other direction: every row of
+// docs/logging.md is a message some log call of the daemon writes, so a reader
+// never greps the journal for an event that cannot come.
+func TestLogDocNamesOnlyLoggedEvents(t *testing.T) {
+	t.Parallel()
+	logged := map[string]bool{"engine output": true, "engine output dropped": true} // constants in engine/sink.go
+	for _, c := range daemonLogCalls(t) {
+		logged[c.msg] = true
+	}
+	var stale []string
+	for msg := range parseLogDoc(t) {
+		if !logged[msg] {
+			stale = append(stale, msg)
+		}
+	}
+	sort.Strings(stale)
+	for _, m := range stale {
+		t.Errorf("%s documents %q, which no log call of the daemon writes", logDoc, m)
+	}
+}
+
 // TestLogCallsDoNotRepeatMsg: an attribute named "msg" makes slog's JSON
 // object hold "msg" twice, and most readers keep the last value, losing the
 // event name. The events that still do so are listed under "Known issues"

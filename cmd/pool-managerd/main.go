@@ -112,27 +112,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 // checkConfig is -check-config: the file's own problems (each with its
-// line), or else every reason the daemon would refuse to start on it here
-// (listen address, API token, pool users), one per line, exit 2; or else
-// "ok", after a warning per thing that would fail on this host (see
-// hostWarnings), exit 0.
+// line), exit 2; or else every reason the daemon would refuse to start on it
+// here (listen address, API token, pool users), one per line, then a warning
+// per thing that would fail on this host (see hostWarnings), exit 2; or else
+// "ok", after those warnings, exit 0. A newcomer thus sees in one run all
+// that a fresh machine lacks.
 func checkConfig(file string, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(file)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitBadArgs
 	}
-	if _, probs := startProblems(cfg); len(probs) > 0 {
-		for _, p := range probs {
-			if p.line > 0 {
-				fmt.Fprintf(stderr, "%s:%d: %s\n", file, p.line, p.msg)
-			} else {
-				fmt.Fprintf(stderr, "%s: %s\n", file, p.msg)
-			}
-		}
-		return exitBadArgs
-	}
 	raw, _ := os.ReadFile(file) // Load has read it: a regular file of bounded size
+	_, probs := startProblems(cfg)
+	for _, p := range probs {
+		if p.line == 0 && strings.HasPrefix(p.msg, "auth.token_file") {
+			p.line = keyLine(raw, "token_file")
+		}
+		if p.line > 0 {
+			fmt.Fprintf(stderr, "%s:%d: %s\n", file, p.line, p.msg)
+		} else {
+			fmt.Fprintf(stderr, "%s: %s\n", file, p.msg)
+		}
+	}
 	warnings := hostWarnings(cfg, raw)
 	for _, w := range warnings {
 		if w.line > 0 {
@@ -140,6 +142,9 @@ func checkConfig(file string, stdout, stderr io.Writer) int {
 		} else {
 			fmt.Fprintf(stderr, "%s: warning: %s\n", file, w.msg)
 		}
+	}
+	if len(probs) > 0 {
+		return exitBadArgs
 	}
 	if n := len(warnings); n > 0 {
 		fmt.Fprintf(stdout, "%s: ok, with %d warning(s) about this host\n", file, n)
