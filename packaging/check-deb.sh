@@ -48,6 +48,14 @@ dpkg -i "$deb"
 /usr/bin/poolctl --version
 /usr/bin/pool-managerd -check-config /etc/pool-managerd/config.yaml
 getent passwd pool-managerd
+set +x
+# Every docs/ file the installed README links to is installed beside it.
+doc=/usr/share/doc/pool-managerd
+for f in $(grep -o 'docs/[a-z]*\.md' "$doc/README.md" | sort -u); do
+  [ "$f" = docs/soak.md ] && continue # the soak tool is not in the package
+  [ -f "$doc/$f" ] || { echo "installed README links to $f, which the package lacks"; dpkg --purge pool-managerd; exit 1; }
+done
+set -x
 dpkg -r pool-managerd
 dpkg --purge pool-managerd
 set +x
