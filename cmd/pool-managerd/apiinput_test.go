@@ -235,21 +235,49 @@ func TestWriteTokenDirMustBeTheDaemons(t *testing.T) {
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := generateWriteToken(dir); err == nil || !strings.Contains(err.Error(), "lets group or others write it") {
+	if _, err := generateWriteToken(dir); err == nil || !strings.Contains(err.Error(), "lets group or others write it") {
 		t.Fatalf("world-writable dir: %v", err)
 	}
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	tok, path, err := generateWriteToken(filepath.Join(dir, "sub"))
-	if err != nil || len(tok) != 64 {
-		t.Fatalf("generateWriteToken: %q %v", tok, err)
+	wt, err := generateWriteToken(filepath.Join(dir, "sub"))
+	if err != nil || len(wt.Token) != 64 {
+		t.Fatalf("generateWriteToken: %+v %v", wt, err)
 	}
-	if b, _ := os.ReadFile(path); strings.TrimSpace(string(b)) != tok {
+	if b, _ := os.ReadFile(wt.Path); strings.TrimSpace(string(b)) != wt.Token {
 		t.Fatalf("file holds %q", b)
 	}
 	entries, _ := os.ReadDir(filepath.Join(dir, "sub"))
 	if len(entries) != 1 {
 		t.Fatalf("left temporary files: %v", entries)
 	}
+	wt.remove()
+	if _, err := os.Stat(wt.Path); !os.IsNotExist(err) {
+		t.Fatalf("token file after remove: %v", err)
+	}
+}
+
+// A second daemon that would write its token to the same directory is
+// refused while the first runs (it would replace the first one's token,
+// and poolctl would then send the first daemon the wrong one); once the
+// first is gone, the directory is free again.
+func TestWriteTokenOneDaemonPerDirectory(t *testing.T) {
+	dir := t.TempDir()
+	first, err := generateWriteToken(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := generateWriteToken(dir); err == nil || !strings.Contains(err.Error(), "another pool-managerd running on this host") {
+		t.Fatalf("second daemon on the same directory: %v, want a refusal", err)
+	}
+	if b, _ := os.ReadFile(first.Path); strings.TrimSpace(string(b)) != first.Token {
+		t.Fatalf("the refused daemon touched the first one's token: %q", b)
+	}
+	first.remove()
+	second, err := generateWriteToken(dir)
+	if err != nil {
+		t.Fatalf("after the first daemon left: %v", err)
+	}
+	second.remove()
 }

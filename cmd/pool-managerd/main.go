@@ -214,11 +214,13 @@ func serve(load func() (*config.Config, error), stdout, stderr io.Writer) int {
 	notify := sdnotify.New(logger) // the daemon's READY=1 and watchdog, and the signal loop's reloads
 	opts := supervisor.Options{Config: cfg, Logger: logger, SelfExe: self, Token: token, Notifier: notify}
 	if needsWriteToken(cfg, token) {
-		if opts.WriteToken, opts.WriteTokenFile, err = generateWriteToken(writeTokenDir()); err != nil {
+		wt, err := generateWriteToken(writeTokenDir())
+		if err != nil {
 			fmt.Fprintf(stderr, "pool-managerd: %v\n", err)
 			return exitFatal
 		}
-		defer removeWriteToken(opts.WriteTokenFile, opts.WriteToken)
+		defer wt.remove()
+		opts.WriteToken, opts.WriteTokenFile = wt.Token, wt.Path
 		logger.Info("auth.token_generated", "token_file", opts.WriteTokenFile,
 			"detail", "running as root without an API token: requests other than GET need this token (poolctl reads the file)")
 	}

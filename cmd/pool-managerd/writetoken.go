@@ -9,10 +9,12 @@ package main
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/pool-managerd/pool-managerd/config"
 	"github.com/pool-managerd/pool-managerd/ctl"
@@ -41,25 +43,50 @@ func writeTokenDir() string {
 	return filepath.Dir(ctl.DefaultTokenFile)
 }
 
+// writeToken is a generated token and the file it was written to. The
+// daemon holds an exclusive flock on the file's directory while it runs:
+// one daemon per directory, since a second one would replace the file and
+// poolctl would then send the first daemon the wrong token.
+type writeToken struct {
+	Token, Path string
+	dir         *os.File // the flocked directory
+}
+
 // generateWriteToken makes a random 256-bit token and writes it, mode 0600,
 // to dir/api.token (atomically: a reader sees the old file or the new one).
 // dir is created 0755 when missing; one that is not the daemon's own, or
-// that others may write to, is refused, since they could swap the file.
-func generateWriteToken(dir string) (token, path string, err error) {
+// that others may write to, is refused, since they could swap the file. A
+// directory another running daemon holds is refused too.
+func generateWriteToken(dir string) (*writeToken, error) {
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		return "", "", fmt.Errorf("generate the API token: %w", err)
+		return nil, fmt.Errorf("generate the API token: %w", err)
 	}
-	token = hex.EncodeToString(b[:])
-	path = filepath.Join(dir, writeTokenName)
-	fail := func(err error) (string, string, error) {
-		return "", "", fmt.Errorf("running as root without an API token, the daemon writes one to %s for mutating requests, but: %w "+
+	token := hex.EncodeToString(b[:])
+	path := filepath.Join(dir, writeTokenName)
+	var held *os.File
+	fail := func(err error) (*writeToken, error) {
+		if held != nil {
+			held.Close() // and so the lock
+		}
+		return nil, fmt.Errorf("running as root without an API token, the daemon writes one to %s for mutating requests, but: %w "+
 			"(set POOL_MANAGERD_TOKEN or auth.token_file, or listen on a unix socket)", path, err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fail(err)
 	}
 	if err := owndir.Check("the token's directory", dir); err != nil {
+		return fail(err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fail(err)
+	}
+	held = d
+	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			err = errors.New("another pool-managerd running on this host writes its token there; give this one its own RUNTIME_DIRECTORY")
+		}
 		return fail(err)
 	}
 	f, err := os.CreateTemp(dir, "."+writeTokenName+"-*")
@@ -81,13 +108,14 @@ func generateWriteToken(dir string) (token, path string, err error) {
 	if err := os.Rename(f.Name(), path); err != nil {
 		return fail(err)
 	}
-	return token, path, nil
+	return &writeToken{Token: token, Path: path, dir: d}, nil
 }
 
-// removeWriteToken removes the token file at exit, unless another daemon
-// has replaced it since.
-func removeWriteToken(path, token string) {
-	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == token {
-		_ = os.Remove(path)
+// remove removes the token file at exit (unless it no longer holds this
+// token) and lets go of the directory.
+func (w *writeToken) remove() {
+	if b, err := os.ReadFile(w.Path); err == nil && strings.TrimSpace(string(b)) == w.Token {
+		_ = os.Remove(w.Path)
 	}
+	w.dir.Close()
 }
