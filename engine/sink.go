@@ -82,9 +82,9 @@ type Sink struct {
 	droppedBytes atomic.Uint64
 
 	mu              sync.Mutex
-	ring            []Line // fixed size; next is where the next line goes
+	ring            []Line // grows to size as lines come, then wraps; next is where the next line goes
+	size            int    // the most lines kept
 	next            int
-	count           int
 	last            map[string]string
 	refilledAt      time.Time
 	unreported      uint64 // lines dropped since the last forwarded line
@@ -134,7 +134,7 @@ func NewSink(logger *slog.Logger, ringSize int, ratePerSec int, burst int) *Sink
 		logger: logger,
 		lines:  newBucket(ratePerSec, burst),
 		clock:  clock.Real{},
-		ring:   make([]Line, ringSize),
+		size:   ringSize,
 		last:   make(map[string]string, 2),
 	}
 	if ratePerSec > 0 {
@@ -175,9 +175,7 @@ func (s *Sink) Write(stream, text string) {
 	}
 	s.mu.Lock()
 	now := s.clock.Now()
-	s.ring[s.next] = Line{At: now, Stream: stream, Text: text}
-	s.next = (s.next + 1) % len(s.ring)
-	s.count = min(s.count+1, len(s.ring))
+	s.keep(Line{At: now, Stream: stream, Text: text})
 	s.last[stream] = text
 	allowed := s.take(now, len(text))
 	var unreported, unreportedBytes uint64
@@ -206,6 +204,28 @@ func (s *Sink) Write(stream, text string) {
 	}
 	s.logger.LogAttrs(ctx, slog.LevelInfo, logMsgOutput, slog.String("stream", stream), slog.String("line", text))
 }
+
+// keep puts l into the ring. The ring starts empty and grows (doubling, up
+// to size) while fewer than size lines were written, so an idle pool's
+// engine that printed a few lines holds a few lines' worth, not size.
+// Called with s.mu held.
+func (s *Sink) keep(l Line) {
+	if len(s.ring) < s.size {
+		if len(s.ring) == cap(s.ring) {
+			grown := make([]Line, len(s.ring), min(s.size, max(2*cap(s.ring), ringMinCap)))
+			copy(grown, s.ring)
+			s.ring = grown
+		}
+		s.ring = append(s.ring, l)
+		s.next = len(s.ring) % s.size
+		return
+	}
+	s.ring[s.next] = l
+	s.next = (s.next + 1) % s.size
+}
+
+// ringMinCap is the ring's first allocation, in lines.
+const ringMinCap = 16
 
 // take spends a line token and n byte tokens when both buckets hold enough,
 // after refilling them. Called with s.mu held.
@@ -263,9 +283,11 @@ func (s *Sink) Tail(n int) []Line {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n = min(n, s.count)
-	out := make([]Line, n)
+	// Until the ring is full, next == len(s.ring): the same arithmetic
+	// holds with the ring's current length as its size.
 	size := len(s.ring)
+	n = min(n, size)
+	out := make([]Line, n)
 	for i := range n {
 		out[i] = s.ring[(s.next-n+i+size)%size]
 	}

@@ -1,5 +1,11 @@
 // This file is the hidden `poolbench daemon` subcommand: the daemon as a
 // process of its own, so the scale measurement reads its RSS and CPU alone.
+// It can also be run by hand to profile the daemon:
+//
+//	go build -tags poolbench_pprof -o /tmp/poolbench ./harness/poolbench
+//	/tmp/poolbench daemon -pools 16 -pprof 127.0.0.1:6060
+//	go tool pprof http://127.0.0.1:6060/debug/pprof/heap
+//	go tool pprof 'http://127.0.0.1:6060/debug/pprof/profile?seconds=30'
 
 package main
 
@@ -10,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/pool-managerd/pool-managerd/config"
@@ -27,9 +34,30 @@ func daemonMain(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "daemon config `file` (YAML)")
 	logPath := fs.String("log", "", "append the daemon's JSON logs to this `file` (default: discard)")
-	if err := fs.Parse(args); err != nil || *cfgPath == "" {
-		fmt.Fprintln(stderr, "usage: poolbench daemon -config FILE [-log FILE]")
+	pools := fs.Int("pools", 0, "instead of -config: the scale measurement's config with `n` simulated pools")
+	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this `address` (needs -tags poolbench_pprof)")
+	if err := fs.Parse(args); err != nil || (*cfgPath == "") == (*pools == 0) {
+		fmt.Fprintln(stderr, "usage: poolbench daemon {-config FILE | -pools N} [-log FILE] [-pprof ADDR]")
 		return 2
+	}
+	if *pools > 0 {
+		dir, err := os.MkdirTemp("", "poolbench-")
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		*cfgPath = filepath.Join(dir, "config.yaml")
+		if err := os.WriteFile(*cfgPath, scaleConfig(*pools), 0o600); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+	}
+	if *pprofAddr != "" {
+		if err := servePprof(*pprofAddr); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
 	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
