@@ -4,6 +4,8 @@ package engine
 
 import (
 	"bytes"
+	"errors"
+	"io"
 	"sync/atomic"
 	"unicode/utf8"
 
@@ -21,9 +23,20 @@ const maxLineBytes = 16 << 10
 // truncMarker ends a line that was cut at maxLineBytes.
 const truncMarker = " …[line truncated at 16 KiB]"
 
+// readBufBytes is the buffer ReadFrom reads a pipe with. Engine lines are
+// short and come a few at a time; io.Copy's default 32 KiB, held by each of
+// a pool's two copying goroutines while they wait on an idle engine, was
+// most of an idle pool's memory.
+const readBufBytes = 2 << 10
+
+// keepBufBytes bounds the line buffer kept between lines: one that grew past
+// it for a long line is let go once that line is out.
+const keepBufBytes = 4 << 10
+
 // lineWriter is the io.Writer os/exec copies one pipe into; exec's copying
-// goroutine is its only writer. Each Write marks activity; each complete
-// line goes to the sink. It holds at most maxLineBytes of a line.
+// goroutine is its only writer (through ReadFrom, which io.Copy prefers).
+// Each Write marks activity; each complete line goes to the sink. It holds
+// at most maxLineBytes of a line.
 type lineWriter struct {
 	stream   string
 	sink     *Sink
@@ -75,9 +88,33 @@ func (w *lineWriter) Write(b []byte) (int, error) {
 			w.emit(line)
 		}
 		w.buf = w.buf[:0]
+		if cap(w.buf) > keepBufBytes {
+			w.buf = nil
+		}
 		b = b[i+1:]
 	}
 	return n, nil
+}
+
+// ReadFrom reads r until EOF with a readBufBytes buffer and writes what it
+// reads; io.Copy (and so os/exec's copying goroutine) calls it instead of
+// copying through a 32 KiB buffer of its own.
+func (w *lineWriter) ReadFrom(r io.Reader) (int64, error) {
+	buf := make([]byte, readBufBytes)
+	var total int64
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			total += int64(n)
+			_, _ = w.Write(buf[:n])
+		}
+		if errors.Is(err, io.EOF) {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
 }
 
 // flush emits an unterminated last line; called once the pipe is closed.

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"fmt"
+	"io"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -76,5 +78,67 @@ func TestLineWriterTruncatesLongLines(t *testing.T) {
 	want := uint64(2 * (len(long) - len(strings.TrimSuffix(lines[0].Text, truncMarker))))
 	if got := sink.DroppedBytes(); got != want {
 		t.Fatalf("DroppedBytes = %d, want %d (what was cut)", got, want)
+	}
+}
+
+// readSizes is a reader that records the size of every Read it is asked for.
+type readSizes struct {
+	r     io.Reader
+	sizes []int
+}
+
+func (s *readSizes) Read(p []byte) (int, error) {
+	s.sizes = append(s.sizes, len(p))
+	return s.r.Read(p)
+}
+
+// io.Copy into a lineWriter (as os/exec's copying goroutine does) reads
+// with the writer's small buffer, not io.Copy's 32 KiB, and lines split
+// across reads arrive whole.
+func TestLineWriterReadsWithSmallBuffer(t *testing.T) {
+	sink := NewSink(nil, 1000, 0, 0)
+	var act atomic.Int64
+	w := &lineWriter{stream: StreamStdout, sink: sink, activity: &act}
+	var want []string
+	var in strings.Builder
+	for i := range 500 {
+		l := fmt.Sprintf("line %d %s", i, strings.Repeat("x", i%97))
+		want = append(want, l)
+		in.WriteString(l + "\n")
+	}
+	src := &readSizes{r: strings.NewReader(in.String())}
+	n, err := io.Copy(w, src)
+	if err != nil || n != int64(in.Len()) {
+		t.Fatalf("io.Copy = %d, %v; want %d, nil", n, err, in.Len())
+	}
+	for _, sz := range src.sizes {
+		if sz > readBufBytes {
+			t.Fatalf("read with a %d-byte buffer, want <= %d", sz, readBufBytes)
+		}
+	}
+	var got []string
+	for _, l := range sink.Tail(1000) {
+		got = append(got, l.Text)
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("got %d lines, want %d, or they differ", len(got), len(want))
+	}
+}
+
+// After a long line is out, its buffer is not kept for the next short ones.
+func TestLineWriterLetsGoOfLongLineBuffer(t *testing.T) {
+	sink := NewSink(nil, 10, 0, 0)
+	var act atomic.Int64
+	w := &lineWriter{stream: StreamStdout, sink: sink, activity: &act}
+	long := strings.Repeat("y", 3*keepBufBytes)
+	for i := 0; i < len(long); i += 1000 { // an unterminated line, in pieces
+		_, _ = w.Write([]byte(long[i:min(i+1000, len(long))]))
+	}
+	_, _ = w.Write([]byte("\nshort\n"))
+	if cap(w.buf) > keepBufBytes {
+		t.Fatalf("line buffer keeps %d bytes after the long line", cap(w.buf))
+	}
+	if tail := sink.Tail(2); len(tail) != 2 || tail[0].Text != long || tail[1].Text != "short" {
+		t.Fatalf("lines = %d", len(tail))
 	}
 }
