@@ -385,6 +385,8 @@ const scrapeFastEvery = 200 * time.Millisecond
 // may read only its arguments, a.d and atomics.
 func (a *pool) liveness(ctx context.Context, gen uint64, proc *engine.Process, url string, cfg config.Probe) {
 	prevEnd := a.d.Clock.Now()
+	stat, _ := engine.OpenProcStat(proc.Pid()) // a failed open fails each Read, as a failed read would
+	defer stat.Close()
 	for {
 		tick := make(chan struct{})
 		t := a.d.Clock.AfterFunc(cfg.Interval, func() { close(tick) })
@@ -394,7 +396,7 @@ func (a *pool) liveness(ctx context.Context, gen uint64, proc *engine.Process, u
 			return
 		case <-tick:
 		}
-		before, statErr := engine.ReadProcStat(proc.Pid())
+		before, statErr := stat.Read()
 		start := a.d.Clock.Now()
 		r := engine.Probe(ctx, a.d.ProbeClient, url, cfg.Timeout)
 		if ctx.Err() != nil {
@@ -404,7 +406,7 @@ func (a *pool) liveness(ctx context.Context, gen uint64, proc *engine.Process, u
 		m := &livenessResult{gen: gen, res: r, since: prevEnd}
 		if !r.OK() && isTimeout(r.Err) {
 			m.timedOut = true
-			after, err := engine.ReadProcStat(proc.Pid())
+			after, err := stat.Read()
 			if err == nil && statErr == nil {
 				m.stopped = after.Stopped() || before.Stopped()
 				m.busy = workEvidence(proc, start, a.d.Clock.Since(start), after.CPU-before.CPU)

@@ -5,6 +5,7 @@
 package engine
 
 import (
+	"errors"
 	"time"
 
 	"github.com/pool-managerd/pool-managerd/internal/proc"
@@ -30,4 +31,36 @@ func ReadProcStat(pid int) (ProcStat, error) {
 		return ProcStat{}, err
 	}
 	return ProcStat{State: st.State, CPU: st.CPU()}, nil
+}
+
+// ProcStatFile is an engine's /proc/PID/stat kept open for repeated reads
+// (liveness reads it around every probe): one pread each, bound to the
+// process it was opened for. Not safe for concurrent use; nil-safe (a nil
+// one's Read fails).
+type ProcStatFile struct{ f *proc.StatFile }
+
+// OpenProcStat opens pid's /proc/PID/stat; on error it still returns a
+// usable *ProcStatFile whose Read returns that error.
+func OpenProcStat(pid int) (*ProcStatFile, error) {
+	f, err := proc.OpenStat(pid)
+	return &ProcStatFile{f: f}, err
+}
+
+// Read reads the file anew.
+func (p *ProcStatFile) Read() (ProcStat, error) {
+	if p == nil {
+		return ProcStat{}, errors.New("engine: no stat file")
+	}
+	st, err := p.f.Read()
+	if err != nil {
+		return ProcStat{}, err
+	}
+	return ProcStat{State: st.State, CPU: st.CPU()}, nil
+}
+
+// Close closes the file. Nil-safe.
+func (p *ProcStatFile) Close() {
+	if p != nil {
+		_ = p.f.Close()
+	}
 }

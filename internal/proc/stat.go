@@ -10,9 +10,11 @@ package proc
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -42,17 +44,82 @@ func (s Stat) CPU() time.Duration {
 
 // ReadStat reads and parses /proc/PID/stat. A read error is the os error
 // (errors.Is(err, os.ErrNotExist) when there is no such process); a parse
-// error names the pid.
+// error names the pid. It opens, reads and closes the file with plain
+// syscalls: os.ReadFile adds an fstat, fcntls and a (refused) epoll
+// registration, twice the syscalls, on a path liveness takes every probe.
 func ReadStat(pid int) (Stat, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	f, err := OpenStat(pid)
 	if err != nil {
 		return Stat{}, err
 	}
+	defer f.Close()
+	return f.Read()
+}
+
+// StatFile is one process's /proc/PID/stat, kept open: each Read is a
+// single pread, and the file stays bound to the process it was opened for,
+// so a pid reused after that process was reaped never reads as it (a read
+// then fails with ESRCH). Not safe for concurrent use; a nil *StatFile's
+// Read fails.
+type StatFile struct {
+	pid int
+	fd  int
+	buf [statBufBytes]byte // the parse keeps slices of it: on the stack it would escape per read
+}
+
+// statBufBytes holds a stat line (some 300 bytes; 52 fields of at most 20
+// digits and a comm of at most 64 bytes stay near 1 KiB); a read that fills
+// it is read again into a larger buffer.
+const statBufBytes = 1 << 10
+
+// OpenStat opens /proc/PID/stat for repeated reads; the error is as
+// ReadStat's.
+func OpenStat(pid int) (*StatFile, error) {
+	path := "/proc/" + strconv.Itoa(pid) + "/stat"
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return &StatFile{pid: pid, fd: fd}, nil
+}
+
+// Read reads and parses the file anew.
+func (f *StatFile) Read() (Stat, error) {
+	if f == nil || f.fd < 0 {
+		return Stat{}, errors.New("proc: stat file not open")
+	}
+	b, err := f.pread(f.buf[:])
+	if err == nil && len(b) == len(f.buf) {
+		b, err = f.pread(make([]byte, 8*statBufBytes))
+	}
+	if err != nil {
+		return Stat{}, &os.PathError{Op: "read", Path: "/proc/" + strconv.Itoa(f.pid) + "/stat", Err: err}
+	}
 	st, err := ParseStat(b)
 	if err != nil {
-		return Stat{}, fmt.Errorf("pid %d: %w", pid, err)
+		return Stat{}, fmt.Errorf("pid %d: %w", f.pid, err)
 	}
 	return st, nil
+}
+
+// pread reads the file from its start into buf.
+func (f *StatFile) pread(buf []byte) ([]byte, error) {
+	for {
+		n, err := syscall.Pread(f.fd, buf, 0)
+		if err != syscall.EINTR {
+			return buf[:max(n, 0)], err
+		}
+	}
+}
+
+// Close closes the file; later Reads fail. Nil-safe.
+func (f *StatFile) Close() error {
+	if f == nil || f.fd < 0 {
+		return nil
+	}
+	err := syscall.Close(f.fd)
+	f.fd = -1
+	return err
 }
 
 // ParseStat parses one /proc/PID/stat line, "pid (comm) state ppid ...".

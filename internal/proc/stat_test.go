@@ -3,6 +3,7 @@ package proc
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"testing"
 	"time"
 )
@@ -48,5 +49,64 @@ func TestReadStatOfSelf(t *testing.T) {
 	}
 	if _, err := ReadStat(1 << 30); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("ReadStat(no such pid) = %v, want ErrNotExist", err)
+	}
+}
+
+// A StatFile reads the process anew each time (its CPU time moves on), and
+// once the process is reaped it fails instead of reading whatever process
+// gets the pid next.
+func TestStatFileRereadsAndStaysBound(t *testing.T) {
+	self, err := OpenStat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer self.Close()
+	first, err := self.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		for x := 0; x < 1e7; x++ { // burn CPU until a clock tick shows
+			_ = x * x
+		}
+		st, err := self.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.CPU() > first.CPU() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CPU time stayed %s over 30 s of spinning", first.CPU())
+		}
+	}
+
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := OpenStat(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if st, err := f.Read(); err != nil || st.State == 'Z' || st.PPID != os.Getpid() {
+		t.Fatalf("child stat = %+v, %v", st, err)
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if st, err := f.Read(); err == nil {
+		t.Fatalf("stat of a reaped process read %+v", st)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Read(); err == nil {
+		t.Fatal("Read after Close succeeded")
+	}
+	var none *StatFile
+	if _, err := none.Read(); err == nil || none.Close() != nil {
+		t.Fatal("nil StatFile")
 	}
 }
