@@ -37,6 +37,10 @@ const (
 // rssTargets are the idle RSS targets by pool count (MiB).
 var rssTargets = map[int]float64{16: 20, 256: 48}
 
+// idleCPUTargets are the idle CPU targets by pool count, in ms of CPU per
+// minute, with liveness at its 5 s default.
+var idleCPUTargets = map[int]float64{16: 60}
+
 // readyTargets are the time-to-all-ready targets by pool count, as a ratio
 // to the bare exec-all baseline of the same run.
 var readyTargets = map[int]float64{256: 1.2}
@@ -101,7 +105,7 @@ func scaleRun(ctx context.Context, p params, n int) ([]row, error) {
 		return nil, err
 	}
 	hwm, _ := procStatus(pid, "VmHWM")
-	cpu, err := cpuPercent(ctx, pid, p.cpuWindow)
+	idle, err := idleCPU(ctx, pid, p.cpuWindow)
 	if err != nil {
 		return nil, err
 	}
@@ -119,9 +123,12 @@ func scaleRun(ctx context.Context, p params, n int) ([]row, error) {
 	if left := sweep(p.runID); left > 0 {
 		return nil, fmt.Errorf("%d processes outlived the daemon (killed now)", left)
 	}
-	var rssT, readyT *target
+	var rssT, readyT, cpuT *target
 	if t, ok := rssTargets[n]; ok {
 		rssT = atMost(t)
+	}
+	if t, ok := idleCPUTargets[n]; ok {
+		cpuT = atMost(t)
 	}
 	if t, ok := readyTargets[n]; ok {
 		readyT = ratioAtMost(t)
@@ -131,7 +138,8 @@ func scaleRun(ctx context.Context, p params, n int) ([]row, error) {
 		newRow(sec, fmt.Sprintf("daemon exec → all %d pools ready", n), allReady.Seconds(), "s", bareAll.Seconds(), "bare: exec all, all ready", readyT),
 		newRow(sec, "daemon idle RSS (VmRSS)", float64(rss)/mib, "MiB", one, "one idle sim, same binary", rssT),
 		newRow(sec, "daemon peak RSS (VmHWM)", float64(hwm)/mib, "MiB", one, "one idle sim, same binary", nil),
-		newRow(sec, fmt.Sprintf("daemon idle CPU over %s", p.cpuWindow), cpu, "% of a core", -1, "", nil),
+		newRow(sec, fmt.Sprintf("daemon idle CPU, utime+stime over %s", p.cpuWindow), idle.stat, "ms/min", -1, "", cpuT),
+		newRow(sec, "context: the same window by schedstat (ns resolution)", idle.sched, "ms/min", -1, "", nil),
 		newRow(sec, fmt.Sprintf("context: engines' RSS sum (%d engines, not counted)", len(engines)), float64(engRSS)/mib, "MiB", -1, "", nil),
 		newRow(sec, "context: daemon SIGTERM → exit", stopTook.Seconds(), "s", -1, "", nil),
 	}, nil
@@ -203,21 +211,40 @@ func waitAllReady(ctx context.Context, base string, n int, t0 time.Time) (time.D
 	return 0, fmt.Errorf("only %d of %d pools ready after %s", ready, n, limit)
 }
 
-// cpuPercent is pid's CPU use over window, in percent of one core.
-func cpuPercent(ctx context.Context, pid int, window time.Duration) (float64, error) {
+// idleMsPerMin is a daemon's CPU use over an idle window, in ms of CPU per
+// minute: stat from utime+stime of /proc/PID/stat (10 ms ticks, so a 30 s
+// window resolves 20 ms/min), sched from the threads' schedstat run times
+// (ns; a thread that exits in the window takes its time with it).
+type idleMsPerMin struct{ stat, sched float64 }
+
+// idleCPU measures pid's idle CPU over window.
+func idleCPU(ctx context.Context, pid int, window time.Duration) (idleMsPerMin, error) {
+	_, _, t0, err := procStat(pid)
+	if err != nil {
+		return idleMsPerMin{}, err
+	}
 	c0, err := cpuTime(pid)
 	if err != nil {
-		return 0, err
+		return idleMsPerMin{}, err
 	}
 	w0 := time.Now()
 	if err := sleep(ctx, window); err != nil {
-		return 0, err
+		return idleMsPerMin{}, err
+	}
+	_, _, t1, err := procStat(pid)
+	if err != nil {
+		return idleMsPerMin{}, err
 	}
 	c1, err := cpuTime(pid)
 	if err != nil {
-		return 0, err
+		return idleMsPerMin{}, err
 	}
-	return float64(c1-c0) / float64(time.Since(w0)) * 100, nil
+	perMin := float64(time.Minute) / float64(time.Since(w0))
+	ticks := time.Duration(t1-t0) * time.Second / clockTicks
+	return idleMsPerMin{
+		stat:  float64(ticks) / float64(time.Millisecond) * perMin,
+		sched: float64(c1-c0) / float64(time.Millisecond) * perMin,
+	}, nil
 }
 
 // stopDaemon sends SIGTERM and waits; past daemonStopWait it SIGKILLs.

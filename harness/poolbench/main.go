@@ -43,7 +43,7 @@ type params struct {
 	apiDur      time.Duration // per side, health and lease each
 	scale       []int         // pool counts of the scale measurement
 	settle      time.Duration // scale: idle time before RSS is read
-	cpuWindow   time.Duration // scale: idle CPU window
+	cpuWindow   time.Duration // scale: idle CPU window (30 s: utime+stime come in 10 ms ticks)
 }
 
 func defaultParams(quick bool) params {
@@ -52,7 +52,7 @@ func defaultParams(quick bool) params {
 			apiDur: time.Second, scale: []int{16}, settle: time.Second, cpuWindow: 2 * time.Second}
 	}
 	return params{readyRuns: 100, crashRuns: 100, drainRuns: 10, reloadRuns: 30, llamaRuns: 20, clients: 8,
-		apiDur: 3 * time.Second, scale: []int{16, 256}, settle: 2 * time.Second, cpuWindow: 5 * time.Second}
+		apiDur: 3 * time.Second, scale: []int{16, 256}, settle: 2 * time.Second, cpuWindow: 30 * time.Second}
 }
 
 // measurement is one named part of the run, bounded by budget.
