@@ -17,6 +17,13 @@ import (
 // one is not worth reading.
 const probeBodyLimit = 64 << 10
 
+// probeConnBufBytes is the read and the write buffer of each probe
+// connection (net/http's default is 4 KiB each). A probe request is some
+// 100 bytes and a health answer's head a few hundred; longer header lines
+// and bodies pass through a small buffer all the same. Every pool keeps
+// one liveness connection alive, so this is per pool.
+const probeConnBufBytes = 1 << 10
+
 // probeDialTimeout bounds connecting on loopback even when a caller passes no
 // timeout: a loopback connect either succeeds at once or is refused.
 const probeDialTimeout = 5 * time.Second
@@ -133,6 +140,8 @@ func newProbeClient(fresh bool) *http.Client {
 		DisableCompression:    true,
 		ForceAttemptHTTP2:     false,
 		ExpectContinueTimeout: 0,
+		ReadBufferSize:        probeConnBufBytes,
+		WriteBufferSize:       probeConnBufBytes,
 	}
 	return &http.Client{
 		Transport: tr,

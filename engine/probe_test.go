@@ -159,3 +159,48 @@ func TestReadinessClientFreshConnectionPerProbe(t *testing.T) {
 		}
 	}
 }
+
+// The probe client's connection buffers are small (1 KiB): a header line
+// and a body many times that size still come through whole, on one
+// kept-alive connection.
+func TestProbeClientLongHeadersAndBodies(t *testing.T) {
+	t.Parallel()
+	longHeader := strings.Repeat("h", 6<<10)
+	var metrics strings.Builder
+	for i := range 4000 { // ~150 KiB, the series asked for last
+		fmt.Fprintf(&metrics, "filler_series_total{n=\"%d\"} %d\n", i, i)
+	}
+	metrics.WriteString("wanted_series 42\n")
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Long", longHeader)
+		if r.URL.Path == "/metrics" {
+			_, _ = io.WriteString(w, metrics.String())
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	client := engine.NewProbeClient()
+	ctx := context.Background()
+	if r := engine.Probe(ctx, client, srv.URL+"/health", 10*time.Second); !r.OK() {
+		t.Fatalf("probe with a 6 KiB header line = %+v", r)
+	}
+	status, body, err := engine.Request(ctx, client, http.MethodGet, srv.URL+"/metrics", "", nil, 10*time.Second, 1<<20)
+	if err != nil || status != 200 || string(body) != metrics.String() {
+		t.Fatalf("Request = %d, %d bytes, %v; want 200 and %d bytes", status, len(body), err, metrics.Len())
+	}
+	got, err := engine.Scrape(ctx, client, srv.URL+"/metrics", 10*time.Second, "wanted_series")
+	if err != nil || got["wanted_series"] != 42 {
+		t.Fatalf("Scrape = %v, %v", got, err)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d connections, want 1 kept alive", n)
+	}
+}
