@@ -133,9 +133,23 @@ func ParseStat(b []byte) (Stat, error) {
 	if end < 0 || !bytes.Contains(b[:end], []byte("(")) {
 		return Stat{}, fmt.Errorf("malformed stat %q", b)
 	}
-	// f[0] is field 3 (state), so field N is f[N-3].
-	f := bytes.Fields(b[end+1:])
-	if len(f) < 24-3+1 || len(f[0]) != 1 {
+	// f[0] is field 3 (state), so field N is f[N-3]. The fields are cut
+	// into an array on the stack: liveness parses this on every probe.
+	var f [24 - 3 + 1][]byte
+	nf := 0
+	for rest := b[end+1:]; nf < len(f); {
+		rest = bytes.TrimLeft(rest, " \t\n")
+		if len(rest) == 0 {
+			break
+		}
+		i := bytes.IndexAny(rest, " \t\n")
+		if i < 0 {
+			i = len(rest)
+		}
+		f[nf], rest = rest[:i], rest[i:]
+		nf++
+	}
+	if nf < len(f) || len(f[0]) != 1 {
 		return Stat{}, fmt.Errorf("malformed stat %q", b)
 	}
 	st := Stat{State: f[0][0]}

@@ -110,3 +110,12 @@ func TestStatFileRereadsAndStaysBound(t *testing.T) {
 		t.Fatal("nil StatFile")
 	}
 }
+
+// Parsing a stat line allocates nothing (liveness parses one per probe).
+func TestParseStatAllocatesNothing(t *testing.T) {
+	line := []byte("4242 (llama-server) S 1 4242 4242 0 -1 4194560 100 0 0 0 150 50 0 0 20 0 1 0 987654321 1000 25600 " +
+		"18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 3 0 0 0 0 0\n")
+	if n := testing.AllocsPerRun(100, func() { _, _ = ParseStat(line) }); n != 0 {
+		t.Fatalf("ParseStat allocates %v times per call", n)
+	}
+}
