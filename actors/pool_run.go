@@ -389,7 +389,7 @@ func (a *pool) liveness(ctx context.Context, gen uint64, proc *engine.Process, u
 	defer stat.Close()
 	for {
 		tick := make(chan struct{})
-		t := a.d.Clock.AfterFunc(cfg.Interval, func() { close(tick) })
+		t := a.d.Clock.AfterFunc(untilTick(a.d.Clock.Now(), cfg.Interval), func() { close(tick) })
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -420,6 +420,19 @@ func (a *pool) liveness(ctx context.Context, gen uint64, proc *engine.Process, u
 		prevEnd = a.d.Clock.Now()
 		SendPool(a.root, a.self, m)
 	}
+}
+
+// untilTick is the time from now to the next multiple of interval since
+// the Unix epoch, in (0, interval]. Liveness probes fall on that grid, so
+// every pool with the same interval probes in the same instant: an idle
+// daemon wakes once per interval for all its pools instead of once per
+// pool, and each pool is still probed every interval (the first probe comes
+// at most one interval after the engine became ready).
+func untilTick(now time.Time, interval time.Duration) time.Duration {
+	if interval <= 0 {
+		return interval
+	}
+	return interval - time.Duration(now.UnixNano()%int64(interval))
 }
 
 // workEvidence describes what shows the engine worked in the wall time
