@@ -224,6 +224,7 @@ func serve(load func() (*config.Config, error), stdout, stderr io.Writer) int {
 		logger.Info("auth.token_generated", "token_file", opts.WriteTokenFile,
 			"detail", "running as root without an API token: requests other than GET need this token (poolctl reads the file)")
 	}
+	supervisor.ApplyGCDefault() // GOGC=50 unless the environment sets GOGC
 	d, err := supervisor.New(opts)
 	if err != nil { // a config the daemon cannot apply, e.g. a pool user it cannot switch to
 		fmt.Fprintf(stderr, "pool-managerd: %v\n", err)

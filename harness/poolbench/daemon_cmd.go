@@ -82,6 +82,7 @@ func daemonMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	supervisor.ApplyGCDefault() // as cmd/pool-managerd does
 	d, err := supervisor.New(supervisor.Options{Config: cfg, Logger: logger, SelfExe: self, Guard: gpu.NoGuard{}})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
