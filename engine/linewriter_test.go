@@ -98,7 +98,7 @@ func (s *readSizes) Read(p []byte) (int, error) {
 func TestLineWriterReadsWithSmallBuffer(t *testing.T) {
 	sink := NewSink(nil, 1000, 0, 0)
 	var act atomic.Int64
-	w := &lineWriter{stream: StreamStdout, sink: sink, activity: &act}
+	w := &lineWriter{stream: StreamStdout, sink: sink, clock: clock.Real{}, activity: &act}
 	var want []string
 	var in strings.Builder
 	for i := range 500 {
@@ -129,7 +129,7 @@ func TestLineWriterReadsWithSmallBuffer(t *testing.T) {
 func TestLineWriterLetsGoOfLongLineBuffer(t *testing.T) {
 	sink := NewSink(nil, 10, 0, 0)
 	var act atomic.Int64
-	w := &lineWriter{stream: StreamStdout, sink: sink, activity: &act}
+	w := &lineWriter{stream: StreamStdout, sink: sink, clock: clock.Real{}, activity: &act}
 	long := strings.Repeat("y", 3*keepBufBytes)
 	for i := 0; i < len(long); i += 1000 { // an unterminated line, in pieces
 		_, _ = w.Write([]byte(long[i:min(i+1000, len(long))]))
