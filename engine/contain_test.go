@@ -338,3 +338,38 @@ func TestSweepAfterDaemonSIGKILL(t *testing.T) {
 		})
 	}
 }
+
+// An engine that ran alone in its cgroup and crashed is cleaned up in full
+// (its cgroup reads empty at once, so there is no kill and no wait): Done
+// closes with the kill reported, the cgroup is removed and the pid record
+// is gone.
+func TestLaunchLoneEngineCrashCleansUp(t *testing.T) {
+	parent := testCgroupParent(t)
+	state := t.TempDir()
+	p, _, err := engine.Launch(engine.LaunchSpec{PoolID: "lone", Command: []string{"sleep", "1000"}, StateDir: state, Cgroups: parent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop(0) })
+	if p.Containment() != engine.ContainCgroup {
+		t.Skipf("containment %s: no cgroup here", p.Containment())
+	}
+	cg := p.Cgroup()
+	if err := syscall.Kill(p.Pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("Done not closed within 30 s of the SIGKILL")
+	}
+	if ex := p.Exit(); ex.Signal != "SIGKILL" {
+		t.Errorf("exit %+v, want killed by SIGKILL", ex)
+	}
+	if _, err := os.Stat(cg); !os.IsNotExist(err) {
+		t.Errorf("cgroup %s still there after Done: %v", cg, err)
+	}
+	if es, _ := os.ReadDir(state); len(es) > 0 {
+		t.Errorf("pid record left after Done: %v", es)
+	}
+}
