@@ -373,3 +373,56 @@ func TestLaunchLoneEngineCrashCleansUp(t *testing.T) {
 		t.Errorf("pid record left after Done: %v", es)
 	}
 }
+
+// OnStart hands the engine over before Launch returns (with the URL Launch
+// returns), and OnDone reports its end once Done is closed and Exit valid.
+func TestLaunchOnStartAndOnDone(t *testing.T) {
+	type start struct {
+		p   *engine.Process
+		url string
+	}
+	started := make(chan start, 1)
+	done := make(chan engine.Exit, 1)
+	p, url, err := engine.Launch(engine.LaunchSpec{PoolID: "cb", Command: []string{"sleep", "1000"},
+		OnStart: func(p *engine.Process, url string) { started <- start{p, url} },
+		OnDone: func(p *engine.Process) {
+			select {
+			case <-p.Done():
+				done <- p.Exit()
+			default:
+				t.Error("OnDone called before Done was closed")
+				done <- engine.Exit{}
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop(0) })
+	select {
+	case s := <-started:
+		if s.p != p || s.url != url {
+			t.Errorf("OnStart got %v %q, Launch returned %v %q", s.p, s.url, p, url)
+		}
+	default:
+		t.Fatal("OnStart not called by the time Launch returned")
+	}
+	select {
+	case <-done:
+		t.Fatal("OnDone called while the engine runs")
+	default:
+	}
+	p.Kill()
+	select {
+	case ex := <-done:
+		if ex.Signal != "SIGKILL" {
+			t.Errorf("OnDone saw exit %+v, want killed by SIGKILL", ex)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("OnDone not called within 30 s of the kill")
+	}
+	if _, _, err := engine.Launch(engine.LaunchSpec{PoolID: "cb", Command: []string{"/nonexistent/engine"},
+		OnStart: func(*engine.Process, string) { t.Error("OnStart called for a failed start") },
+		OnDone:  func(*engine.Process) { t.Error("OnDone called for a failed start") }}); err == nil {
+		t.Fatal("Launch of a missing program succeeded")
+	}
+}

@@ -85,6 +85,8 @@ type containment struct {
 	stateDir string         // where the pid record lives; "" none
 	argv0    string
 	logger   *slog.Logger
+	onStart  func(*Process) // LaunchSpec.OnStart; nil: none
+	onDone   func(*Process) // LaunchSpec.OnDone; nil: none
 }
 
 // Spec describes one engine process.
@@ -204,6 +206,11 @@ func (p *Process) supervise(newCmd func() *exec.Cmd, started chan<- error) {
 	p.startedAt = p.clock.Now()
 	p.lastActivity.Store(p.startedAt.UnixNano())
 	p.record(cmd)
+	if c := p.cont; c != nil && c.onStart != nil {
+		// Before Start returns: whatever Launch's caller does next (a
+		// readiness answer it reports) comes after the start.
+		c.onStart(p)
+	}
 	started <- nil
 
 	waitExited(p.pid)                               // leader is a zombie now (or waitid failed; Wait copes)
@@ -230,6 +237,9 @@ func (p *Process) supervise(newCmd func() *exec.Cmd, started chan<- error) {
 	ex.OOMKilled = p.finishContained(left)
 	p.exit = ex
 	close(p.done)
+	if c := p.cont; c != nil && c.onDone != nil {
+		c.onDone(p)
+	}
 }
 
 // fork starts the command, into the engine's cgroup when it has one:
