@@ -75,21 +75,25 @@ func (a *pool) preload(ctx context.Context, gen uint64, cfg config.Pool) {
 		send(&spawnFailed{gen: gen, reason: ReasonGuardrail, err: err})
 		return
 	}
-	proc, url, err := a.spawn(cfg, devs)
+	// The engine's start and end reach the actor straight from the engine's
+	// supervising goroutine (Launch's OnStart and OnDone), not relayed
+	// through this one.
+	adopted := new(atomic.Bool)
+	proc, url, err := a.spawn(cfg, devs,
+		func(p *engine.Process, url string) {
+			send(&spawned{gen: gen, adopted: adopted, proc: p, url: url, devices: devs})
+		},
+		func(p *engine.Process) { send(&exited{proc: p}) })
 	if err != nil {
 		send(&spawnFailed{gen: gen, reason: ReasonSpawnError, err: err})
 		return
 	}
-	if ctx.Err() != nil { // abandoned while spawning: nobody will adopt it
+	// Abandoned while spawning: the actor will not adopt it (a stale
+	// spawn, which it stops too), and an actor that is gone never will.
+	if ctx.Err() != nil && !adopted.Load() {
 		a.killAbandoned(proc)
 		return
 	}
-	adopted := new(atomic.Bool)
-	send(&spawned{gen: gen, adopted: adopted, proc: proc, url: url, devices: devs})
-	go func() {
-		<-proc.Done()
-		send(&exited{proc: proc})
-	}()
 	a.pollReadiness(ctx, gen, proc, url+cfg.Readiness.Path, cfg.Readiness.Timeout)
 	// The actor cancels ctx only after changing generation, so an engine it
 	// had not adopted by then never will be (even if the actor is gone).
@@ -107,9 +111,9 @@ func (a *pool) killAbandoned(p *engine.Process) {
 
 // spawn launches one engine: engine.Launch does the port, placeholders,
 // environment, credentials, containment and pid record; the actor only maps
-// its config onto the launch.
-func (a *pool) spawn(cfg config.Pool, devs []gpu.Device) (*engine.Process, string, error) {
-	return engine.Launch(engine.LaunchSpec{
+// its config onto the launch. onStart and onDone are LaunchSpec's.
+func (a *pool) spawn(cfg config.Pool, devs []gpu.Device, onStart func(*engine.Process, string), onDone func(*engine.Process)) (*engine.Process, string, error) {
+	return engine.Launch(engine.LaunchSpec{OnStart: onStart, OnDone: onDone,
 		PoolID: cfg.ID, Command: cfg.Command, Env: cfg.Env, ExtraEnv: gpu.CUDAEnv(devs),
 		Host: cfg.Host, Port: cfg.Port, ModelRef: cfg.ModelRef, SelfExe: a.d.SelfExe, User: cfg.User,
 		StateDir: a.d.StateDir, Cgroups: a.d.Cgroups, Sink: a.sink, Logger: a.log, Clock: a.d.Clock,

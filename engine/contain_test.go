@@ -338,3 +338,91 @@ func TestSweepAfterDaemonSIGKILL(t *testing.T) {
 		})
 	}
 }
+
+// An engine that ran alone in its cgroup and crashed is cleaned up in full
+// (its cgroup reads empty at once, so there is no kill and no wait): Done
+// closes with the kill reported, the cgroup is removed and the pid record
+// is gone.
+func TestLaunchLoneEngineCrashCleansUp(t *testing.T) {
+	parent := testCgroupParent(t)
+	state := t.TempDir()
+	p, _, err := engine.Launch(engine.LaunchSpec{PoolID: "lone", Command: []string{"sleep", "1000"}, StateDir: state, Cgroups: parent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop(0) })
+	if p.Containment() != engine.ContainCgroup {
+		t.Skipf("containment %s: no cgroup here", p.Containment())
+	}
+	cg := p.Cgroup()
+	if err := syscall.Kill(p.Pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("Done not closed within 30 s of the SIGKILL")
+	}
+	if ex := p.Exit(); ex.Signal != "SIGKILL" {
+		t.Errorf("exit %+v, want killed by SIGKILL", ex)
+	}
+	if _, err := os.Stat(cg); !os.IsNotExist(err) {
+		t.Errorf("cgroup %s still there after Done: %v", cg, err)
+	}
+	if es, _ := os.ReadDir(state); len(es) > 0 {
+		t.Errorf("pid record left after Done: %v", es)
+	}
+}
+
+// OnStart hands the engine over before Launch returns (with the URL Launch
+// returns), and OnDone reports its end once Done is closed and Exit valid.
+func TestLaunchOnStartAndOnDone(t *testing.T) {
+	type start struct {
+		p   *engine.Process
+		url string
+	}
+	started := make(chan start, 1)
+	done := make(chan engine.Exit, 1)
+	p, url, err := engine.Launch(engine.LaunchSpec{PoolID: "cb", Command: []string{"sleep", "1000"},
+		OnStart: func(p *engine.Process, url string) { started <- start{p, url} },
+		OnDone: func(p *engine.Process) {
+			select {
+			case <-p.Done():
+				done <- p.Exit()
+			default:
+				t.Error("OnDone called before Done was closed")
+				done <- engine.Exit{}
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop(0) })
+	select {
+	case s := <-started:
+		if s.p != p || s.url != url {
+			t.Errorf("OnStart got %v %q, Launch returned %v %q", s.p, s.url, p, url)
+		}
+	default:
+		t.Fatal("OnStart not called by the time Launch returned")
+	}
+	select {
+	case <-done:
+		t.Fatal("OnDone called while the engine runs")
+	default:
+	}
+	p.Kill()
+	select {
+	case ex := <-done:
+		if ex.Signal != "SIGKILL" {
+			t.Errorf("OnDone saw exit %+v, want killed by SIGKILL", ex)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("OnDone not called within 30 s of the kill")
+	}
+	if _, _, err := engine.Launch(engine.LaunchSpec{PoolID: "cb", Command: []string{"/nonexistent/engine"},
+		OnStart: func(*engine.Process, string) { t.Error("OnStart called for a failed start") },
+		OnDone:  func(*engine.Process) { t.Error("OnDone called for a failed start") }}); err == nil {
+		t.Fatal("Launch of a missing program succeeded")
+	}
+}

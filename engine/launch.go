@@ -35,6 +35,19 @@ type LaunchSpec struct {
 	Sink     *Sink
 	Logger   *slog.Logger // nil discards
 	Clock    clock.Clock  // start, exit and output stamps (see Spec.Clock); nil = clock.Real
+
+	// OnStart, when set, is called once the exec succeeded and the pid
+	// record is written, with the engine and its base URL, on the
+	// goroutine that forked it, while Launch has yet to return: a caller
+	// that hands the engine to someone else (a message to its actor) does
+	// so without waiting for Launch's goroutine to be scheduled again. It
+	// must not block. It is not called when Launch fails.
+	OnStart func(p *Process, url string)
+	// OnDone, when set, is called right after Done is closed, on the
+	// goroutine that closed it (the engine's whole cleanup is over and
+	// Exit is valid): a caller learns of the end without a goroutine of
+	// its own waiting on Done. It must not block.
+	OnDone func(p *Process)
 }
 
 // Launch starts one engine and returns it with its base URL
@@ -108,7 +121,11 @@ func Launch(s LaunchSpec) (*Process, string, error) {
 			return nil, "", fmt.Errorf("user %q: %w", s.User, err)
 		}
 	}
-	cont := &containment{poolID: s.PoolID, token: token, stateDir: s.StateDir, argv0: argv[0], logger: logger}
+	url := "http://" + net.JoinHostPort(host, strconv.Itoa(port))
+	cont := &containment{poolID: s.PoolID, token: token, stateDir: s.StateDir, argv0: argv[0], logger: logger, onDone: s.OnDone}
+	if s.OnStart != nil {
+		cont.onStart = func(p *Process) { s.OnStart(p, url) }
+	}
 	if s.Cgroups != nil {
 		cg, err := s.Cgroups.New(s.PoolID + "-" + token)
 		if err != nil {
@@ -124,5 +141,5 @@ func Launch(s LaunchSpec) (*Process, string, error) {
 	if err != nil {
 		return nil, "", err // start names the pool, the program and the cause
 	}
-	return proc, "http://" + net.JoinHostPort(host, strconv.Itoa(port)), nil
+	return proc, url, nil
 }

@@ -39,6 +39,8 @@ import (
 	"time"
 	"unsafe"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/pool-managerd/pool-managerd/engine/cgroup"
 	"github.com/pool-managerd/pool-managerd/engine/pidrec"
 	"github.com/pool-managerd/pool-managerd/internal/clock"
@@ -83,6 +85,8 @@ type containment struct {
 	stateDir string         // where the pid record lives; "" none
 	argv0    string
 	logger   *slog.Logger
+	onStart  func(*Process) // LaunchSpec.OnStart; nil: none
+	onDone   func(*Process) // LaunchSpec.OnDone; nil: none
 }
 
 // Spec describes one engine process.
@@ -132,6 +136,9 @@ type Process struct {
 
 	cont *containment   // nil for a plain Start
 	cg   *cgroup.Cgroup // the cgroup the process really runs in; nil: none
+	// cgEmpty: the cgroup read empty right after the leader exited (set and
+	// read by the supervising goroutine only; see killContained).
+	cgEmpty bool
 }
 
 // Start forks and execs spec.Argv in a new process group with
@@ -199,6 +206,11 @@ func (p *Process) supervise(newCmd func() *exec.Cmd, started chan<- error) {
 	p.startedAt = p.clock.Now()
 	p.lastActivity.Store(p.startedAt.UnixNano())
 	p.record(cmd)
+	if c := p.cont; c != nil && c.onStart != nil {
+		// Before Start returns: whatever Launch's caller does next (a
+		// readiness answer it reports) comes after the start.
+		c.onStart(p)
+	}
 	started <- nil
 
 	waitExited(p.pid)                               // leader is a zombie now (or waitid failed; Wait copes)
@@ -225,6 +237,9 @@ func (p *Process) supervise(newCmd func() *exec.Cmd, started chan<- error) {
 	ex.OOMKilled = p.finishContained(left)
 	p.exit = ex
 	close(p.done)
+	if c := p.cont; c != nil && c.onDone != nil {
+		c.onDone(p)
+	}
 }
 
 // fork starts the command, into the engine's cgroup when it has one:
@@ -297,12 +312,25 @@ func (p *Process) record(cmd *exec.Cmd) {
 // once the leader has exited: cgroup.kill, or every process carrying the
 // marker. It returns how many marked processes are still alive (0 with a
 // cgroup: finishContained waits for that).
+//
+// A cgroup that already reads empty (the leader was its only process: a
+// zombie is no member) needs neither the kill nor the wait: nothing can
+// enter an empty engine cgroup again (only the daemon spawns into it, and a
+// fork needs a living member), so finishContained goes straight to its
+// removal. A daemon that reaps orphans (pid 1, a subreaper) always takes
+// the kill-and-wait path, which reaps the members re-parented to it.
 func (p *Process) killContained() int {
 	c := p.cont
 	switch {
 	case c == nil:
 		return 0
 	case p.cg != nil:
+		if !reapsOrphans() {
+			if pop, err := p.cg.Populated(); err == nil && !pop {
+				p.cgEmpty = true
+				return 0
+			}
+		}
 		if err := p.cg.Kill(); err != nil {
 			c.logger.Warn("engine.cgroup_kill_failed", "cgroup", p.cg.Path, "err", err)
 		}
@@ -324,7 +352,11 @@ func (p *Process) finishContained(markedLeft int) (oom bool) {
 	}
 	left := markedLeft > 0
 	if p.cg != nil {
-		if !p.cg.WaitEmpty(containWait, p.reapOrphan) {
+		var reap func(int)
+		if reapsOrphans() {
+			reap = p.reapOrphan
+		}
+		if !p.cgEmpty && !p.cg.WaitEmpty(containWait, reap) {
 			left = true
 			c.logger.Error("engine.cgroup_not_empty", "pid", p.pid, "cgroup", p.cg.Path, "wait", containWait)
 		} else {
@@ -382,8 +414,17 @@ func (p *Process) Cgroup() string {
 
 // waitExited blocks until the leader has exited without reaping it
 // (waitid WNOWAIT), so its pid and pgid cannot be reused while we SIGKILL the
-// group. The syscall blocks this locked thread, which is what Pdeathsig needs.
+// group. It waits on a pidfd through the runtime's poller, so the waiting
+// goroutine parks and its processor goes back to the scheduler at once: a
+// blocking waitid would hold the processor (and whatever goroutine this one
+// just woke, queued on it: the caller of Start) until sysmon takes it back,
+// which on an idle daemon can be milliseconds. The locked OS thread stays
+// with the parked goroutine, which is all Pdeathsig needs. Without pidfds
+// (kernel < 5.10) it blocks in waitid on the locked thread.
 func waitExited(pid int) {
+	if waitExitedPidfd(pid) {
+		return
+	}
 	const pPID = 1     // P_PID
 	var info [128]byte // siginfo_t; we only need the wait, not its contents
 	for {
@@ -393,6 +434,39 @@ func waitExited(pid int) {
 			return
 		}
 	}
+}
+
+// waitExitedPidfd waits for pid's exit on a non-blocking pidfd in the
+// runtime poller (a pidfd turns readable when its process has exited). It
+// reports whether the leader has exited; false when there is no pollable
+// pidfd, or after a wake-up the leader's state does not confirm, and the
+// caller then waits in waitid.
+func waitExitedPidfd(pid int) bool {
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return false
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
+	exited, calls := false, 0
+	err = rc.Read(func(fd uintptr) bool {
+		calls++
+		exited = pidfdReadable(int(fd))
+		return exited || calls > 1 // a wake-up that is not the exit: waitid decides
+	})
+	return err == nil && exited
+}
+
+// pidfdReadable reports, without waiting, whether the process of a pidfd
+// has exited (the pidfd polls readable).
+func pidfdReadable(fd int) bool {
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(pfd, 0)
+	return err == nil && n > 0 && pfd[0].Revents&unix.POLLIN != 0
 }
 
 // reapGroupOrphans reaps members of the (SIGKILLed) group that were

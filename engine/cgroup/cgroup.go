@@ -332,8 +332,11 @@ func (c *Cgroup) Signal(sig syscall.Signal) {
 }
 
 // Populated reads cgroup.events; a cgroup that no longer exists is empty.
+// A zombie is not a member: a process leaves its cgroup when it exits, so
+// the cgroup of an engine whose only process has exited reads empty even
+// before its parent reaps it.
 func (c *Cgroup) Populated() (bool, error) {
-	b, err := os.ReadFile(filepath.Join(c.Path, "cgroup.events"))
+	b, err := readSmall(filepath.Join(c.Path, "cgroup.events"))
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
@@ -348,17 +351,35 @@ func (c *Cgroup) Populated() (bool, error) {
 	return false, fmt.Errorf("cgroup: no populated line in %s/cgroup.events", c.Path)
 }
 
+// readSmall reads a small kernel file in one read (open, read, close:
+// cgroup.events is a few dozen bytes, and a kernfs file is read whole).
+func readSmall(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var buf [512]byte
+	n, err := f.Read(buf[:])
+	if err != nil {
+		return nil, err
+	}
+	return buf[:n], nil
+}
+
 // WaitEmpty kills what is in the cgroup and polls until cgroup.events says
 // "populated 0" or timeout passes; it reports whether the cgroup is empty.
-// reap, when not nil, is called with each listed pid on every poll (the
-// daemon reaps the ones re-parented to it when it is a subreaper).
+// The first check comes before any kill or pause, so a cgroup that is
+// already empty (the common end of an engine: its only process has exited)
+// costs one read. reap, when not nil, is called with each listed pid on
+// every poll (the daemon reaps the ones re-parented to it when it is a
+// subreaper); with a nil reap the processes are not listed.
 func (c *Cgroup) WaitEmpty(timeout time.Duration, reap func(pid int)) bool {
 	deadline := time.Now().Add(timeout)
 	pause := time.Millisecond
 	for {
-		pids := c.Procs()
 		if reap != nil {
-			for _, pid := range pids {
+			for _, pid := range c.Procs() {
 				reap(pid)
 			}
 		}

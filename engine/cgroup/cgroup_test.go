@@ -3,12 +3,14 @@ package cgroup
 import (
 	"bufio"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func TestParseMountinfo(t *testing.T) {
@@ -68,4 +70,61 @@ func TestRemoveStale(t *testing.T) {
 	if _, err := os.Stat(cg.Path); !os.IsNotExist(err) {
 		t.Fatalf("stale cgroup still there: %v", err)
 	}
+}
+
+// A process that has exited leaves its cgroup at once: the cgroup reads
+// empty while the process is still an unreaped zombie, so the end of an
+// engine that ran alone costs one read of cgroup.events (WaitEmpty).
+func TestPopulatedIgnoresZombies(t *testing.T) {
+	mount := Mount()
+	if mount == "" {
+		t.Skip("no cgroup2 mount")
+	}
+	p, err := Setup(filepath.Join(mount, "pm-test-zombie-"+strconv.Itoa(os.Getpid())), nil)
+	if err != nil {
+		t.Skipf("cannot create a test cgroup: %v", err)
+	}
+	defer syscall.Rmdir(p.Path)
+	cg, err := p.New("z")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Remove()
+	fd, err := cg.OpenFD()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sleep", "1000")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
+	err = cmd.Start()
+	fd.Close()
+	if err != nil {
+		t.Skipf("cannot spawn into a cgroup here: %v", err)
+	}
+	if pop, err := cg.Populated(); err != nil || !pop {
+		t.Fatalf("with a live member: Populated = %v, %v", pop, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the exit without reaping it.
+	var info [128]byte
+	for {
+		_, _, errno := syscall.Syscall6(syscall.SYS_WAITID, 1 /* P_PID */, uintptr(cmd.Process.Pid),
+			uintptr(unsafe.Pointer(&info)), syscall.WEXITED|syscall.WNOWAIT, 0, 0)
+		if errno != syscall.EINTR {
+			break
+		}
+	}
+	if pop, err := cg.Populated(); err != nil || pop {
+		t.Errorf("with only a zombie: Populated = %v, %v; want false", pop, err)
+	}
+	calls := 0
+	if !cg.WaitEmpty(10*time.Second, func(int) { calls++ }) {
+		t.Error("WaitEmpty: not empty")
+	}
+	if calls != 0 {
+		t.Errorf("WaitEmpty called reap %d times for an empty cgroup", calls)
+	}
+	_ = cmd.Wait()
 }
