@@ -105,6 +105,7 @@ func scaleRun(ctx context.Context, p params, n int) ([]row, error) {
 		return nil, err
 	}
 	hwm, _ := procStatus(pid, "VmHWM")
+	threads, _ := procStatus(pid, "Threads") // procStatus scales by 1024 (kB)
 	idle, err := idleCPU(ctx, pid, p.cpuWindow)
 	if err != nil {
 		return nil, err
@@ -140,6 +141,7 @@ func scaleRun(ctx context.Context, p params, n int) ([]row, error) {
 		newRow(sec, "daemon peak RSS (VmHWM)", float64(hwm)/mib, "MiB", one, "one idle sim, same binary", nil),
 		newRow(sec, fmt.Sprintf("daemon idle CPU, utime+stime over %s", p.cpuWindow), idle.stat, "ms/min", -1, "", cpuT),
 		newRow(sec, "context: the same window by schedstat (ns resolution)", idle.sched, "ms/min", -1, "", nil),
+		newRow(sec, "context: daemon OS threads (/proc/PID/status Threads)", float64(threads/1024), "threads", -1, "", nil),
 		newRow(sec, fmt.Sprintf("context: engines' RSS sum (%d engines, not counted)", len(engines)), float64(engRSS)/mib, "MiB", -1, "", nil),
 		newRow(sec, "context: daemon SIGTERM → exit", stopTook.Seconds(), "s", -1, "", nil),
 	}, nil
