@@ -38,7 +38,7 @@ type LaunchSpec struct {
 
 	// OnStart, when set, is called once the exec succeeded and the pid
 	// record is written, with the engine and its base URL, on the
-	// goroutine that forked it, while Launch has yet to return: a caller
+	// engine's supervising goroutine, while Launch has yet to return: a caller
 	// that hands the engine to someone else (a message to its actor) does
 	// so without waiting for Launch's goroutine to be scheduled again. It
 	// must not block. It is not called when Launch fails.

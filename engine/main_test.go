@@ -45,11 +45,13 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// spawnHelper starts a simulator the way a careless caller might, from a
-// goroutine locked to an OS thread that then exits (the runtime destroys that
-// thread), and churns a few more such threads. If the fork happened on the
-// caller's thread, the kernel would fire Pdeathsig right there. It prints the
-// engine's pid and whether it survived, then waits to be killed.
+// spawnHelper starts two simulators the way a careless caller might, each
+// from a goroutine locked to an OS thread that then exits (the runtime
+// destroys that thread): one by Start, one by Launch, the pool actor's way.
+// Then it churns a few more such threads. Had a fork happened on a caller's
+// thread (or on any thread the runtime may retire), the kernel would fire
+// Pdeathsig right there. It prints the engines' pids and whether they
+// survived, then waits to be killed.
 func spawnHelper() int {
 	// Keep the main thread for ourselves: a locked goroutine that exits on the
 	// main thread wedges it rather than ending it.
@@ -64,18 +66,33 @@ func spawnHelper() int {
 		p   *engine.Process
 		err error
 	}
-	started := make(chan result)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		p, err := engine.Start(engine.Spec{Argv: []string{self, "--port", fmt.Sprint(port)}, Env: simEnviron()})
-		started <- result{p, err}
-	}()
-	r := <-started
-	if r.err != nil {
-		fmt.Println("error:", r.err)
-		return 1
+	onLockedThread := func(start func() (*engine.Process, error)) result {
+		started := make(chan result)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+			p, err := start()
+			started <- result{p, err}
+		}()
+		return <-started
 	}
-	fmt.Printf("pid=%d\n", r.p.Pid())
+	var procs []*engine.Process
+	for _, r := range []result{
+		onLockedThread(func() (*engine.Process, error) {
+			return engine.Start(engine.Spec{Argv: []string{self, "--port", fmt.Sprint(port)}, Env: simEnviron()})
+		}),
+		onLockedThread(func() (*engine.Process, error) {
+			p, _, err := engine.Launch(engine.LaunchSpec{PoolID: "pdeathsig", Command: []string{"${SELF}", "--port", "${PORT}"},
+				SelfExe: self, Env: map[string]string{simEnv: "1", helperEnv: "", "GORACE": "atexit_sleep_ms=0"}})
+			return p, err
+		}),
+	} {
+		if r.err != nil {
+			fmt.Println("error:", r.err)
+			return 1
+		}
+		procs = append(procs, r.p)
+	}
+	fmt.Printf("pids=%d,%d\n", procs[0].Pid(), procs[1].Pid())
 	done := make(chan struct{})
 	for range 32 {
 		go func() {
@@ -85,12 +102,15 @@ func spawnHelper() int {
 		<-done
 	}
 	time.Sleep(200 * time.Millisecond)
-	select {
-	case <-r.p.Done():
-		fmt.Println("engine died during thread churn:", r.p.Exit())
-	default:
-		fmt.Println("alive after churn")
+	for _, p := range procs {
+		select {
+		case <-p.Done():
+			fmt.Println("engine", p.Pid(), "died during thread churn:", p.Exit())
+			return 1
+		default:
+		}
 	}
+	fmt.Println("alive after churn")
 	time.Sleep(time.Minute)
 	return 0
 }
@@ -171,7 +191,9 @@ func groupGone(t *testing.T, pgid int) {
 }
 
 // TestPdeathsig kills a daemon-like helper with SIGKILL and expects its
-// engine to die with it, even after the helper churned its OS threads.
+// engines (one started by Start, one by Launch, each from a goroutine whose
+// OS thread is gone by then) to die with it, even after the helper churned
+// its OS threads.
 func TestPdeathsig(t *testing.T) {
 	self, err := os.Executable()
 	if err != nil {
@@ -188,14 +210,16 @@ func TestPdeathsig(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = helper.Process.Kill(); _ = helper.Wait() })
 	lines := bufio.NewScanner(out)
-	var pid int
+	var pids [2]int
 	if !lines.Scan() {
 		t.Fatal("helper printed nothing")
 	}
-	if _, err := fmt.Sscanf(lines.Text(), "pid=%d", &pid); err != nil {
+	if _, err := fmt.Sscanf(lines.Text(), "pids=%d,%d", &pids[0], &pids[1]); err != nil {
 		t.Fatalf("helper said %q", lines.Text())
 	}
-	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	for _, pid := range pids {
+		t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	}
 	if !lines.Scan() || lines.Text() != "alive after churn" {
 		t.Fatalf("helper said %q, want %q", lines.Text(), "alive after churn")
 	}
@@ -204,16 +228,18 @@ func TestPdeathsig(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = helper.Wait()
-	// The engine is re-parented to us (a subreaper): reap it and read how it died.
-	var ws syscall.WaitStatus
-	waitFor(t, 10*time.Second, "the engine to die with its parent", func() bool {
-		got, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
-		if err != nil {
-			t.Fatalf("wait4(%d): %v", pid, err)
+	// The engines are re-parented to us (a subreaper): reap them and read how they died.
+	for _, pid := range pids {
+		var ws syscall.WaitStatus
+		waitFor(t, 10*time.Second, fmt.Sprintf("engine %d to die with its parent", pid), func() bool {
+			got, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+			if err != nil {
+				t.Fatalf("wait4(%d): %v", pid, err)
+			}
+			return got == pid
+		})
+		if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+			t.Fatalf("engine %d ended with status %v, want killed by SIGKILL", pid, ws)
 		}
-		return got == pid
-	})
-	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("engine ended with status %v, want killed by SIGKILL", ws)
 	}
 }

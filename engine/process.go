@@ -32,7 +32,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -146,12 +145,12 @@ type Process struct {
 //
 // Pdeathsig caveat: the kernel sends the parent-death signal when the
 // *thread* that forked the child exits, not when the daemon does, and the Go
-// runtime may retire threads. So the fork happens on a goroutine that locks
-// its OS thread and stays on it, blocked in waitid, until the leader has
-// exited; only after the reap is the thread unlocked. If the daemon dies
-// (even by SIGKILL) the thread dies with it and the kernel SIGKILLs the
-// engine. Grandchildren do not inherit Pdeathsig; the group SIGKILL and the
-// daemon's pid records cover them.
+// runtime may retire threads. So every fork happens on the spawner
+// (spawner.go), one goroutine locked to its OS thread for the daemon's
+// whole life; the engine's supervising goroutine, an ordinary one, only
+// waits. If the daemon dies (even by SIGKILL) the spawner's thread dies with
+// it and the kernel SIGKILLs every engine. Grandchildren do not inherit
+// Pdeathsig; the group SIGKILL and the daemon's pid records cover them.
 func Start(spec Spec) (*Process, error) { return start(spec, nil) }
 
 func start(spec Spec, cont *containment) (*Process, error) {
@@ -192,10 +191,10 @@ func start(spec Spec, cont *containment) (*Process, error) {
 	return p, nil
 }
 
-// supervise forks, waits and reaps, all on one locked OS thread (see Start).
+// supervise has the engine forked (by the spawner, see Start), then waits
+// for its exit and reaps it, on an ordinary goroutine: nothing here needs
+// the forking thread.
 func (p *Process) supervise(newCmd func() *exec.Cmd, started chan<- error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread() // only after the reap: the thread may go back to the pool
 	cmd, err := p.fork(newCmd)
 	if err != nil {
 		p.dropCgroup()
@@ -242,7 +241,8 @@ func (p *Process) supervise(newCmd func() *exec.Cmd, started chan<- error) {
 	}
 }
 
-// fork starts the command, into the engine's cgroup when it has one:
+// fork starts the command on the spawner (spawn), into the engine's cgroup
+// when it has one:
 // clone3 with CLONE_INTO_CGROUP, so not even the first instruction of the
 // engine runs outside it. Should that fail (an old kernel, a seccomp filter
 // refusing clone3), the command is started plainly and moved into the
@@ -252,14 +252,14 @@ func (p *Process) fork(newCmd func() *exec.Cmd) (*exec.Cmd, error) {
 	cg := p.contCgroup()
 	if cg == nil {
 		cmd := newCmd()
-		return cmd, cmd.Start()
+		return cmd, spawn(cmd)
 	}
 	if fd, err := cg.OpenFD(); err == nil {
 		cmd := newCmd()
 		cmd.SysProcAttr.UseCgroupFD = true
 		cmd.SysProcAttr.CgroupFD = int(fd.Fd())
-		err := cmd.Start()
-		fd.Close()
+		err := spawn(cmd)
+		fd.Close() // only the clone needed it
 		if err == nil {
 			p.cg = cg
 			return cmd, nil
@@ -267,7 +267,7 @@ func (p *Process) fork(newCmd func() *exec.Cmd) (*exec.Cmd, error) {
 		p.cont.logger.Debug("engine.clone_into_cgroup_failed", "cgroup", cg.Path, "err", err)
 	}
 	cmd := newCmd()
-	if err := cmd.Start(); err != nil {
+	if err := spawn(cmd); err != nil {
 		return cmd, err
 	}
 	if err := cg.Add(cmd.Process.Pid); err != nil {
@@ -418,9 +418,9 @@ func (p *Process) Cgroup() string {
 // goroutine parks and its processor goes back to the scheduler at once: a
 // blocking waitid would hold the processor (and whatever goroutine this one
 // just woke, queued on it: the caller of Start) until sysmon takes it back,
-// which on an idle daemon can be milliseconds. The locked OS thread stays
-// with the parked goroutine, which is all Pdeathsig needs. Without pidfds
-// (kernel < 5.10) it blocks in waitid on the locked thread.
+// which on an idle daemon can be milliseconds. Without pidfds (kernel <
+// 5.10) it blocks in waitid; that ties up an OS thread per waiting engine,
+// but nothing else: Pdeathsig hangs on the spawner's thread, not this one.
 func waitExited(pid int) {
 	if waitExitedPidfd(pid) {
 		return
