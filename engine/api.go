@@ -11,7 +11,7 @@
 //     user, containment (a cgroup of its own, package cgroup, or the marker
 //     alone) and the pid record (package pidrec).
 //   - Process (process.go) is the running engine: its own process group,
-//     Pdeathsig from the one spawner thread (spawner.go), and Stop (SIGTERM and SIGCONT to the
+//     Pdeathsig from a few long-lived spawner threads (spawner.go), and Stop (SIGTERM and SIGCONT to the
 //     group, the grace, SIGKILL), after which nothing the engine started is
 //     left (cgroup.kill and the wait for an empty cgroup, or SIGKILL to every
 //     marked process). Exit says how the leader ended; Classify (classify.go)

@@ -145,11 +145,11 @@ type Process struct {
 //
 // Pdeathsig caveat: the kernel sends the parent-death signal when the
 // *thread* that forked the child exits, not when the daemon does, and the Go
-// runtime may retire threads. So every fork happens on the spawner
-// (spawner.go), one goroutine locked to its OS thread for the daemon's
-// whole life; the engine's supervising goroutine, an ordinary one, only
-// waits. If the daemon dies (even by SIGKILL) the spawner's thread dies with
-// it and the kernel SIGKILLs every engine. Grandchildren do not inherit
+// runtime may retire threads. So every fork happens on a spawner
+// (spawner.go), one of at most a few goroutines each locked to its OS thread
+// for the daemon's whole life; the engine's supervising goroutine, an
+// ordinary one, only waits. If the daemon dies (even by SIGKILL) the
+// spawners' threads die with it and the kernel SIGKILLs every engine. Grandchildren do not inherit
 // Pdeathsig; the group SIGKILL and the daemon's pid records cover them.
 func Start(spec Spec) (*Process, error) { return start(spec, nil) }
 
@@ -420,7 +420,7 @@ func (p *Process) Cgroup() string {
 // just woke, queued on it: the caller of Start) until sysmon takes it back,
 // which on an idle daemon can be milliseconds. Without pidfds (kernel <
 // 5.10) it blocks in waitid; that ties up an OS thread per waiting engine,
-// but nothing else: Pdeathsig hangs on the spawner's thread, not this one.
+// but nothing else: Pdeathsig hangs on a spawner's thread, not this one.
 func waitExited(pid int) {
 	if waitExitedPidfd(pid) {
 		return
