@@ -92,14 +92,17 @@ const (
 )
 
 type pool struct {
-	id     string // never changes; goroutines may read it
-	d      PoolDeps
-	cfg    config.Pool
-	log    *slog.Logger
-	sink   *engine.Sink
-	policy *Policy
-	self   *actor.PID
-	root   *actor.RootContext
+	id  string // never changes; goroutines may read it
+	d   PoolDeps
+	cfg config.Pool
+	log *slog.Logger
+	// logHold puts log (and sink) records aside while an exit is handled,
+	// so a relaunch begins before they are written (see onExited).
+	logHold *logHold
+	sink    *engine.Sink
+	policy  *Policy
+	self    *actor.PID
+	root    *actor.RootContext
 
 	st      PoolStatus
 	pending []Transition
@@ -246,14 +249,15 @@ func NewPoolProps(cfg config.Pool, d PoolDeps) *actor.Props {
 	if d.ReadinessClient == nil {
 		d.ReadinessClient = engine.NewReadinessClient()
 	}
-	log := d.Logger.With("pool_id", cfg.ID)
+	held := &logHold{}
+	log := slog.New(holdHandler{d.Logger.Handler(), held}).With("pool_id", cfg.ID)
 	sink := engine.NewSink(log, logRingLines, logRatePerS, logBurst)
 	sink.SetClock(d.Clock)
 	if d.OnLogDrop != nil {
 		sink.SetOnDrop(func(lines, bytes int) { d.OnLogDrop(cfg.ID, lines, bytes) })
 	}
 	return actor.PropsFromProducer(func() actor.Actor {
-		p := &pool{id: cfg.ID, d: d, cfg: cfg, log: log, sink: sink, timers: map[string]timerRef{}}
+		p := &pool{id: cfg.ID, d: d, cfg: cfg, log: log, logHold: held, sink: sink, timers: map[string]timerRef{}}
 		p.policy = NewPolicy(cfg.Restart, d.Clock)
 		p.st = PoolStatus{PoolID: cfg.ID, State: StateStopped, Devices: []gpu.Device{}, Containment: engine.ContainMarker}
 		if d.Cgroups != nil {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -42,6 +43,11 @@ func (a *pool) startPreload(reason string) {
 		defer close(done)
 		a.preload(ctx, gen, cfg)
 	}()
+	// Let the preload run on this thread now (it is next in line here)
+	// rather than after the rest of this message (a crash's log records,
+	// the status publish) or on another thread woken for it: its checks and
+	// the engine's exec are what a restart waits for.
+	runtime.Gosched()
 }
 
 // abandonRun makes every goroutine result of the current generation stale and
@@ -585,11 +591,17 @@ const reasonRestart = "backoff elapsed"
 // we asked for (stopReq) or of an abandoned engine is onStopped's. It
 // classifies the exit from its status and last output lines
 // (engine.Classify), logs engine.exited and fails the pool with the class as
-// reason and exitMessage as last_error.
+// reason and exitMessage as last_error. The records it logs (and those of a
+// relaunch it starts: backoff 0) are written once the relaunch has begun.
 func (a *pool) onExited(m *exited) {
 	if m.proc != a.proc || a.stopReq {
 		return // we asked for it (or it is an abandoned engine): onStopped handles it
 	}
+	// With a backoff of 0 the relaunch starts inside this message: its log
+	// records are written after it has begun, not before (same records,
+	// same order, same times).
+	a.logHold.hold()
+	defer a.logHold.release()
 	ex := m.proc.Exit()
 	a.st.Live = false
 	a.dirty = true
