@@ -1,8 +1,14 @@
 package actors
 
 import (
+	"fmt"
+	"net/http"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/pool-managerd/pool-managerd/internal/clock"
+	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
 
 // Liveness waits until the next multiple of its interval: whenever a pool
@@ -23,5 +29,70 @@ func TestUntilTickFallsOnTheGrid(t *testing.T) {
 	}
 	if d := untilTick(base.Add(time.Second), 3*time.Second); base.Add(time.Second).Add(d).UnixNano()%int64(3*time.Second) != 0 {
 		t.Fatalf("3 s interval: wait %s is off the grid", d)
+	}
+}
+
+// requestLog is an http.RoundTripper that records the path and the clock's
+// time of every request before passing it on.
+type requestLog struct {
+	clk  clock.Clock
+	mu   sync.Mutex
+	reqs []loggedRequest
+}
+
+type loggedRequest struct {
+	path string
+	at   time.Time
+}
+
+func (l *requestLog) RoundTrip(r *http.Request) (*http.Response, error) {
+	l.mu.Lock()
+	l.reqs = append(l.reqs, loggedRequest{r.URL.Path, l.clk.Now()})
+	l.mu.Unlock()
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// at returns the times of the requests for path.
+func (l *requestLog) at(path string) []time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var ts []time.Time
+	for _, r := range l.reqs {
+		if r.path == path {
+			ts = append(ts, r.at)
+		}
+	}
+	return ts
+}
+
+// The metrics scrape (metrics_path) reads the engine once when it is ready,
+// then with each liveness probe, on the liveness grid: the time jumps to
+// the next grid instant only (the engine became ready off the grid, so a
+// scrape an interval after the first would not be due yet), and both the
+// probe and the scrape come at it, twice over.
+func TestPoolMetricsScrapeFollowsTheLivenessGrid(t *testing.T) {
+	const iv = time.Hour
+	clk := clock.NewFollowingFake(time.Unix(1_800_000_000, 0).Add(17 * time.Minute)) // off the grid
+	h := newHarness(t, clk)
+	cfg := simPool("p1")
+	cfg.MetricsPath = "/metrics"
+	cfg.Liveness = cfgLiveness(iv, time.Second, 3)
+	rl := &requestLog{clk: clk}
+	h.pools[cfg.ID] = h.sys.Root.Spawn(NewPoolProps(cfg, PoolDeps{Registry: h.reg, Clock: clk, Logger: h.logger(),
+		ProbeClient: &http.Client{Transport: rl}}))
+	h.waitState("p1", StateReady)
+	testutil.Eventually(t, waitLimit, "the scrape when ready", func() bool { return len(rl.at("/metrics")) == 1 })
+	for i := 1; i <= 2; i++ {
+		tick := clk.Now().Add(untilTick(clk.Now(), iv))
+		clk.Advance(tick.Sub(clk.Now()))
+		testutil.Eventually(t, waitLimit, fmt.Sprintf("probe and scrape %d", i), func() bool {
+			return len(rl.at("/health")) == i && len(rl.at("/metrics")) == i+1
+		})
+		for _, path := range []string{"/health", "/metrics"} {
+			ts := rl.at(path)
+			if at := ts[len(ts)-1]; at.Before(tick) || at.Sub(tick) > iv/2 {
+				t.Fatalf("%s %d at %s, want at the grid instant %s", path, i, at, tick)
+			}
+		}
 	}
 }

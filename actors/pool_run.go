@@ -16,6 +16,7 @@ import (
 	"github.com/pool-managerd/pool-managerd/config"
 	"github.com/pool-managerd/pool-managerd/engine"
 	"github.com/pool-managerd/pool-managerd/gpu"
+	"github.com/pool-managerd/pool-managerd/internal/clock"
 )
 
 // startPreload begins a new engine attempt: guardrail, model check, spawn and
@@ -317,15 +318,16 @@ func (a *pool) becomeReady() {
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	a.readyCtx, a.canaryRunning, a.canaryAt, a.busyAt = ctx, false, now, time.Time{}
-	go a.liveness(ctx, a.gen, a.proc, *a.st.URL+a.cfg.Liveness.Path, a.cfg.Liveness)
 	if a.wantsFacts() {
 		go a.queryFacts(ctx, a.gen, a.cfg.Engine, *a.st.URL)
 	}
 	a.queue, a.queueAt, a.scrapeKick, a.scrapeFast = engine.Queue{}, time.Time{}, nil, nil
+	var scrapeTick chan struct{} // the liveness probe's wake-up, passed on to the scraper
 	if a.cfg.MetricsPath != "" {
-		a.scrapeKick, a.scrapeFast = make(chan struct{}, 1), new(atomic.Bool)
-		go a.scrapeMetrics(ctx, a.gen, *a.st.URL+a.cfg.MetricsPath, a.cfg.Liveness, engine.QueueSeriesFor(a.cfg.Engine), a.scrapeKick, a.scrapeFast)
+		a.scrapeKick, a.scrapeFast, scrapeTick = make(chan struct{}, 1), new(atomic.Bool), make(chan struct{}, 1)
+		go a.scrapeMetrics(ctx, a.gen, *a.st.URL+a.cfg.MetricsPath, a.cfg.Liveness, engine.QueueSeriesFor(a.cfg.Engine), scrapeTick, a.scrapeKick, a.scrapeFast)
 	}
+	go a.liveness(ctx, a.gen, a.proc, *a.st.URL+a.cfg.Liveness.Path, a.cfg.Liveness, scrapeTick)
 	if r := a.reload; r != nil {
 		if r.phase == "new" {
 			a.finishReload("succeeded", false, "")
@@ -392,8 +394,10 @@ const (
 const scrapeFastEvery = 200 * time.Millisecond
 
 // liveness probes every interval while the engine is ready or draining; it
-// may read only its arguments, a.d and atomics.
-func (a *pool) liveness(ctx context.Context, gen uint64, proc *engine.Process, url string, cfg config.Probe) {
+// may read only its arguments, a.d and atomics. Each time it wakes to probe
+// it first passes the tick on to scrapeTick (without waiting; nil: no
+// scraper), so the engine's metrics are read in the same wake-up.
+func (a *pool) liveness(ctx context.Context, gen uint64, proc *engine.Process, url string, cfg config.Probe, scrapeTick chan<- struct{}) {
 	prevEnd := a.d.Clock.Now()
 	stat, _ := engine.OpenProcStat(proc.Pid()) // a failed open fails each Read, as a failed read would
 	defer stat.Close()
@@ -405,6 +409,12 @@ func (a *pool) liveness(ctx context.Context, gen uint64, proc *engine.Process, u
 			t.Stop()
 			return
 		case <-tick:
+		}
+		if scrapeTick != nil {
+			select {
+			case scrapeTick <- struct{}{}:
+			default: // the scraper is still at the previous one
+			}
 		}
 		before, statErr := stat.Read()
 		start := a.d.Clock.Now()
@@ -470,11 +480,13 @@ func isTimeout(err error) bool {
 }
 
 // scrapeMetrics reads the engine's queue from its metrics_path at once, then
-// every liveness interval (scrapeFastEvery while fast is set, or when kicked),
-// whatever the liveness probes answer, so the pool's engine_metrics show the
-// real queue while probes are slow. It may read only its arguments, a.d and
-// atomics.
-func (a *pool) scrapeMetrics(ctx context.Context, gen uint64, url string, cfg config.Probe, series engine.QueueSeries, kick <-chan struct{}, fast *atomic.Bool) {
+// at every liveness tick (tick: the liveness goroutine passes each of its
+// wake-ups on, so scrapes fall on the liveness grid and an idle daemon wakes
+// once per interval for both), every scrapeFastEvery while fast is set, and
+// when kicked. It runs beside the liveness probe, whatever the probes
+// answer, so the pool's engine_metrics show the real queue while probes are
+// slow. It may read only its arguments, a.d and atomics.
+func (a *pool) scrapeMetrics(ctx context.Context, gen uint64, url string, cfg config.Probe, series engine.QueueSeries, tick, kick <-chan struct{}, fast *atomic.Bool) {
 	for {
 		at := a.d.Clock.Now()
 		q, err := engine.ScrapeQueue(ctx, a.d.ProbeClient, url, cfg.Timeout, series)
@@ -482,19 +494,23 @@ func (a *pool) scrapeMetrics(ctx context.Context, gen uint64, url string, cfg co
 			return
 		}
 		SendPool(a.root, a.self, &engineMetrics{gen: gen, q: q, err: err, at: at})
-		every := cfg.Interval
-		if fast.Load() && every > scrapeFastEvery {
-			every = scrapeFastEvery
+		var soon chan struct{} // fires after scrapeFastEvery while fast; nil otherwise
+		var t clock.Timer
+		if fast.Load() && cfg.Interval > scrapeFastEvery {
+			soon = make(chan struct{})
+			t = a.d.Clock.AfterFunc(scrapeFastEvery, func() { close(soon) })
 		}
-		tick := make(chan struct{})
-		t := a.d.Clock.AfterFunc(every, func() { close(tick) })
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			return
 		case <-kick:
-			t.Stop()
 		case <-tick:
+		case <-soon:
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if ctx.Err() != nil {
+			return
 		}
 	}
 }
