@@ -1,12 +1,17 @@
 package actors
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/pool-managerd/pool-managerd/engine"
 	"github.com/pool-managerd/pool-managerd/internal/clock"
 	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
@@ -93,6 +98,38 @@ func TestPoolMetricsScrapeFollowsTheLivenessGrid(t *testing.T) {
 			if at := ts[len(ts)-1]; at.Before(tick) || at.Sub(tick) > iv/2 {
 				t.Fatalf("%s %d at %s, want at the grid instant %s", path, i, at, tick)
 			}
+		}
+	}
+}
+
+// A metrics reading that shows what the status already shows leaves the
+// status as it is (nothing to publish: an idle engine's readings repeat at
+// every liveness tick); a changed value, a vanished queue or a new series
+// is published.
+func TestPoolRepeatedMetricsReadingPublishesNothing(t *testing.T) {
+	a := &pool{gen: 1, proc: &engine.Process{}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ser := []engine.Sample{{ExportSeries: engine.ExportSeries{Name: "llamacpp:tokens_predicted_total", Counter: true}, Value: 7}}
+	reading := func(proc, wait float64, series []engine.Sample, reported bool) *engineMetrics {
+		return &engineMetrics{gen: 1, q: engine.Queue{Processing: proc, Waiting: wait, Reported: reported, Series: series}}
+	}
+	for i, c := range []struct {
+		m     *engineMetrics
+		dirty bool
+	}{
+		{reading(0, 0, ser, true), true},
+		{reading(0, 0, slices.Clone(ser), true), false},
+		{reading(1, 0, ser, true), true},
+		{reading(1, 0, ser, true), false},
+		{reading(1, 2, ser, true), true},
+		{reading(1, 2, []engine.Sample{{ExportSeries: ser[0].ExportSeries, Value: 8}}, true), true},
+		{reading(0, 0, nil, false), true},
+		{reading(0, 0, nil, false), false},
+		{&engineMetrics{gen: 1, err: errors.New("scrape failed")}, false},
+	} {
+		a.dirty = false
+		a.onEngineMetrics(c.m)
+		if a.dirty != c.dirty {
+			t.Fatalf("reading %d (%+v): status changed %v, want %v", i, c.m.q, a.dirty, c.dirty)
 		}
 	}
 }

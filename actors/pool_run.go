@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -517,26 +518,40 @@ func (a *pool) scrapeMetrics(ctx context.Context, gen uint64, url string, cfg co
 
 // onEngineMetrics takes a metrics reading (ready or draining). A failed
 // scrape keeps the last reading: the queue is most interesting exactly when
-// the engine is too busy to answer.
+// the engine is too busy to answer. A reading with the same values as the
+// status shows changes nothing there (no status publish).
 func (a *pool) onEngineMetrics(m *engineMetrics) {
 	if m.gen != a.gen || a.proc == nil {
 		return
 	}
 	if m.err == nil {
+		var em *EngineMetric
 		if m.q.Reported {
 			a.queue, a.queueAt = m.q, m.at
 			if m.q.InFlight() > 0 {
 				a.busyAt = m.at
 			}
-			a.st.EngineMetrics = &EngineMetric{RequestsProcessing: m.q.Processing, RequestsDeferred: m.q.Waiting, Series: m.q.Series}
+			em = &EngineMetric{RequestsProcessing: m.q.Processing, RequestsDeferred: m.q.Waiting, Series: m.q.Series}
 		} else {
-			a.queue, a.queueAt, a.st.EngineMetrics = engine.Queue{}, time.Time{}, nil
+			a.queue, a.queueAt = engine.Queue{}, time.Time{}
 		}
-		a.dirty = true
+		if !sameEngineMetric(a.st.EngineMetrics, em) { // an idle engine's readings repeat: nothing to publish
+			a.st.EngineMetrics = em
+			a.dirty = true
+		}
 	} else {
 		a.log.Debug("engine.metrics_failed", "pid", a.procPid(), "err", m.err)
 	}
 	a.drainOnMetrics(m)
+}
+
+// sameEngineMetric reports whether two readings show the same values (nil:
+// none).
+func sameEngineMetric(a, b *EngineMetric) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.RequestsProcessing == b.RequestsProcessing && a.RequestsDeferred == b.RequestsDeferred && slices.Equal(a.Series, b.Series)
 }
 
 // onLiveness applies one liveness result (ready or draining; see liveness).
