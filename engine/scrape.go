@@ -45,7 +45,7 @@ func ParseMetrics(r io.Reader, names ...string) (map[string]float64, error) {
 	}
 	out := map[string]float64{}
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 64<<10)
+	sc.Buffer(make([]byte, 0, 4<<10), 64<<10) // grows to 64 KiB for a long line only: scrapes come every liveness tick
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || line[0] == '#' {
