@@ -266,6 +266,7 @@ func (a *pool) pollReadinessWith(ctx context.Context, gen uint64, proc *engine.P
 // start time and devices, counts the start, and counts a restart
 // (restart_count, restarts_total with the failure's reason) when the attempt
 // followed a failure. The pool stays in preload until readiness answers.
+// The status is published before engine.spawned is logged.
 func (a *pool) onSpawned(m *spawned) {
 	if m.gen != a.gen || a.st.State != StatePreload || a.proc != nil {
 		a.log.Info("engine.stale_spawn", "pid", m.proc.Pid())
@@ -287,6 +288,7 @@ func (a *pool) onSpawned(m *spawned) {
 		a.st.Devices = m.devices
 	}
 	a.dirty = true
+	a.publish() // the new pid reaches the registry (and the API) before the record is written
 	a.log.Info("engine.spawned", "pid", pid, "url", m.url, "engine", a.cfg.Engine,
 		"engine_version", a.cfg.EngineVersion, "restart_count", a.st.RestartCount, "starts", a.st.Starts)
 }

@@ -15,7 +15,7 @@ import (
 )
 
 // gateHandler writes JSON records to a buffer, but its Handle of the record
-// named gate blocks until open is closed (or waitLimit passes).
+// named gate blocks until open is closed (or twice waitLimit passes).
 type gateHandler struct {
 	slog.Handler
 	gate string
@@ -26,7 +26,7 @@ func (g gateHandler) Handle(ctx context.Context, r slog.Record) error {
 	if r.Message == g.gate {
 		select {
 		case <-g.open:
-		case <-time.After(waitLimit):
+		case <-time.After(2 * waitLimit): // longer than any wait of the test
 		}
 	}
 	return g.Handler.Handle(ctx, r)
@@ -112,4 +112,24 @@ func TestPoolZeroBackoffRelaunchDoesNotWaitForTheExitsLogs(t *testing.T) {
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("records after the crash: %v, want %v\nlogs:\n%s", got, want, logs.String())
 	}
+}
+
+// An adopted engine's pid reaches the registry before engine.spawned is
+// written: while writing that record blocks, the registry shows the pid.
+func TestPoolSpawnedPIDIsPublishedBeforeItsLogRecord(t *testing.T) {
+	h := newHarness(t, nil)
+	cfg := simPool("p1")
+	open := make(chan struct{})
+	logger := slog.New(gateHandler{slog.NewJSONHandler(&testutil.SyncBuffer{}, nil), "engine.spawned", open})
+	h.pools[cfg.ID] = h.sys.Root.Spawn(NewPoolProps(cfg, PoolDeps{Registry: h.reg, Clock: h.clock, Logger: logger}))
+	deadline := time.Now().Add(waitLimit)
+	for h.get("p1").PID == nil && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	st := h.get("p1")
+	close(open)
+	if st.PID == nil {
+		t.Fatal("the registry showed no pid while engine.spawned was being written")
+	}
+	h.waitState("p1", StateReady)
 }
