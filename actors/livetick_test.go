@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -77,7 +78,7 @@ func (l *requestLog) at(path string) []time.Time {
 // probe and the scrape come at it, twice over.
 func TestPoolMetricsScrapeFollowsTheLivenessGrid(t *testing.T) {
 	const iv = time.Hour
-	clk := clock.NewFollowingFake(time.Unix(1_800_000_000, 0).Add(17 * time.Minute)) // off the grid
+	clk := &longTimers{Fake: clock.NewFollowingFake(time.Unix(1_800_000_000, 0).Add(17 * time.Minute))} // off the grid
 	h := newHarness(t, clk)
 	cfg := simPool("p1")
 	cfg.MetricsPath = "/metrics"
@@ -88,6 +89,9 @@ func TestPoolMetricsScrapeFollowsTheLivenessGrid(t *testing.T) {
 	h.waitState("p1", StateReady)
 	testutil.Eventually(t, waitLimit, "the scrape when ready", func() bool { return len(rl.at("/metrics")) == 1 })
 	for i := 1; i <= 2; i++ {
+		// Jump only once liveness waits for its next tick: a timer armed
+		// after the jump would wait for the tick after.
+		testutil.Eventually(t, waitLimit, fmt.Sprintf("liveness wait %d", i), func() bool { return clk.armed.Load() == int64(i) })
 		tick := clk.Now().Add(untilTick(clk.Now(), iv))
 		clk.Advance(tick.Sub(clk.Now()))
 		testutil.Eventually(t, waitLimit, fmt.Sprintf("probe and scrape %d", i), func() bool {
@@ -132,4 +136,18 @@ func TestPoolRepeatedMetricsReadingPublishesNothing(t *testing.T) {
 			t.Fatalf("reading %d (%+v): status changed %v, want %v", i, c.m.q, a.dirty, c.dirty)
 		}
 	}
+}
+
+// longTimers is a Fake that counts the AfterFunc timers armed for more than
+// a minute (here: liveness waiting for its next tick).
+type longTimers struct {
+	*clock.Fake
+	armed atomic.Int64
+}
+
+func (c *longTimers) AfterFunc(d time.Duration, f func()) clock.Timer {
+	if d > time.Minute {
+		c.armed.Add(1)
+	}
+	return c.Fake.AfterFunc(d, f)
 }
