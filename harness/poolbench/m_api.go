@@ -58,7 +58,12 @@ func measureHealth(ctx context.Context, p params) ([]row, error) {
 
 func measureLease(ctx context.Context, p params) ([]row, error) {
 	const id = "api"
-	b, err := startDaemon(ctx, p.self, simPool(id))
+	pool := simPool(id)
+	// More slots than clients: the measurement is the lease round trip, not
+	// POOL_BUSY answers (without slots: the pool would take the simulator's
+	// own total_slots, 1, from its /props).
+	pool.Slots = 4 * p.clients
+	b, err := startDaemon(ctx, p.self, pool)
 	if err != nil {
 		return nil, err
 	}
