@@ -199,10 +199,8 @@ func runDrain(c *cli, args []string) error {
 			}
 			return nil
 		}
-		select {
-		case <-c.ctx.Done():
+		if !c.sleep(drainPoll) {
 			return errors.New("interrupted: the drain goes on without poolctl")
-		case <-time.After(drainPoll):
 		}
 	}
 }
@@ -443,12 +441,8 @@ func (c *cli) followLogs(id, first string) error {
 			last = &l
 		}
 		path = poolPath(id, "logs") + "?tail=1000"
-		t := time.NewTimer(logsFollowPoll)
-		select {
-		case <-c.ctx.Done():
-			t.Stop()
+		if !c.sleep(logsFollowPoll) {
 			return nil
-		case <-t.C:
 		}
 	}
 }
