@@ -19,14 +19,19 @@ import (
 
 // PoolDeps is what a pool actor needs from the daemon.
 type PoolDeps struct {
-	Registry    *actor.PID
-	Guard       gpu.Guard
-	Clock       clock.Clock    // every timing decision and stamp of the pool and its engines; nil: clock.Real
-	Logger      *slog.Logger   // already carries nothing pool-specific
-	SelfExe     string         // ${SELF}: the pool-managerd binary
-	StateDir    string         // pid records; "" = none
-	Cgroups     *cgroup.Parent // engines' cgroup parent; nil = marker containment
-	ProbeClient *http.Client   // liveness and metrics scrapes; nil: engine.NewProbeClient()
+	Registry *actor.PID
+	Guard    gpu.Guard
+	Clock    clock.Clock    // every timing decision and stamp of the pool and its engines; nil: clock.Real
+	Logger   *slog.Logger   // already carries nothing pool-specific
+	SelfExe  string         // ${SELF}: the pool-managerd binary
+	StateDir string         // pid records; "" = none
+	Cgroups  *cgroup.Parent // engines' cgroup parent; nil = marker containment
+	// ProbeClient serves liveness probes, metrics scrapes, the facts query
+	// and the canary; nil: a client of the pool's own
+	// (engine.NewProbeClient()). The pool closes its idle connections when
+	// it stops its engine, so a client shared by pools costs them their
+	// kept-alive connections at every stop.
+	ProbeClient *http.Client
 	// ReadinessClient serves readiness probes; nil: engine.NewReadinessClient()
 	// (a fresh connection per probe).
 	ReadinessClient *http.Client

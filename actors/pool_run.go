@@ -758,6 +758,13 @@ func (a *pool) stopEngine(then func()) {
 		return
 	default:
 	}
+	// The pool's kept-alive connections to the engine go before SIGTERM,
+	// and so does one whose dial outlived the probe abandonRun just
+	// cancelled (net/http keeps such a connection, unused, and closes one
+	// that arrives after CloseIdleConnections until the next request). An
+	// engine shutting down gracefully waits for a connection that never sent
+	// a request, as for a busy one (Go's http.Server: up to 5 s).
+	a.d.ProbeClient.CloseIdleConnections()
 	go func() {
 		ex := a.stopProc(p, grace)
 		SendPool(a.root, a.self, &engineStopped{proc: p, exit: ex})

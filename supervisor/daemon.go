@@ -82,7 +82,6 @@ type Daemon struct {
 	wdDone       chan struct{} // closed when the watchdog goroutine has returned
 	shutdownOnce sync.Once
 	view         actors.RegistryView // the registry's published state: queries read it without a round trip
-	probe        *http.Client        // liveness and metrics scrapes, shared by every pool
 	readiness    *http.Client        // readiness probes (a fresh connection each)
 	// quit is closed when the shutdown begins: event streams end, and
 	// requests that would start engines or hand out work are refused.
@@ -129,7 +128,7 @@ func New(o Options) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{opts: o, cfg: o.Config, log: o.Logger, pools: map[string]*actor.PID{}, notify: o.Notifier,
-		probe: engine.NewProbeClient(), readiness: engine.NewReadinessClient(), quit: make(chan struct{}), stopped: make(chan struct{}), cgroups: cgroups}
+		readiness: engine.NewReadinessClient(), quit: make(chan struct{}), stopped: make(chan struct{}), cgroups: cgroups}
 	containment := engine.ContainMarker
 	if cgroups != nil {
 		containment = engine.ContainCgroup
@@ -372,7 +371,7 @@ func (d *Daemon) awaitRegistered() {
 
 func (d *Daemon) spawnPool(p config.Pool) {
 	props := actors.NewPoolProps(p, actors.PoolDeps{Registry: d.reg, Guard: d.guard, Clock: d.opts.Clock,
-		Logger: d.log, SelfExe: d.opts.SelfExe, StateDir: d.cfg.StateDir, Cgroups: d.cgroups, ProbeClient: d.probe, ReadinessClient: d.readiness,
+		Logger: d.log, SelfExe: d.opts.SelfExe, StateDir: d.cfg.StateDir, Cgroups: d.cgroups, ReadinessClient: d.readiness,
 		Observer: d.metrics, OnLogDrop: d.metrics.LogDropped})
 	pid, err := d.sys.Root.SpawnNamed(props, "pool/"+p.ID)
 	if err != nil {

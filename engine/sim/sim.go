@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -56,7 +57,8 @@ func run(cfg config, args []string) int {
 	fmt.Printf("sim-engine: loading model %s port=%d\n", cfg.model, cfg.port)
 
 	s := newServer(cfg)
-	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	conns := &connCounter{state: map[net.Conn]http.ConnState{}}
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, ConnState: conns.track}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
@@ -77,10 +79,11 @@ func run(cfg config, args []string) int {
 				fmt.Println("sim-engine: received SIGTERM, ignoring it (--ignore-sigterm)")
 				continue
 			}
-			fmt.Println("sim-engine: shutting down")
+			fmt.Printf("sim-engine: shutting down (connections: %s)\n", conns.summary())
 			s.quit()
 			ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 			if srv.Shutdown(ctx) != nil {
+				fmt.Printf("sim-engine: graceful shutdown gave up after %s (connections: %s)\n", shutdownTimeout, conns.summary())
 				_ = srv.Close()
 			}
 			cancel()
@@ -111,4 +114,41 @@ func crashTimer(cfg config) <-chan time.Time {
 		d += time.Duration(rand.Int64N(int64(cfg.crashJitter) + 1))
 	}
 	return time.After(d)
+}
+
+// connCounter follows the server's connections by state, so that a shutdown
+// can say what it waits for: net/http's Shutdown closes idle connections at
+// once but waits for active ones, and for new ones (accepted, no request
+// read yet) until they are 5 s old.
+type connCounter struct {
+	mu    sync.Mutex
+	state map[net.Conn]http.ConnState
+}
+
+func (c *connCounter) track(conn net.Conn, st http.ConnState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st == http.StateClosed || st == http.StateHijacked {
+		delete(c.state, conn)
+		return
+	}
+	c.state[conn] = st
+}
+
+// summary is "new=N active=N idle=N".
+func (c *connCounter) summary() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var n [3]int
+	for _, st := range c.state {
+		switch st {
+		case http.StateNew:
+			n[0]++
+		case http.StateActive:
+			n[1]++
+		case http.StateIdle:
+			n[2]++
+		}
+	}
+	return fmt.Sprintf("new=%d active=%d idle=%d", n[0], n[1], n[2])
 }
