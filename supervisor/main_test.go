@@ -42,18 +42,18 @@ func simPool(id string, flags ...string) config.Pool {
 
 type testDaemon struct {
 	*Daemon
-	t    *testing.T
+	t    testing.TB
 	base string
 	logs *testutil.SyncBuffer
 }
 
-func startDaemon(t *testing.T, token string, pools ...config.Pool) *testDaemon {
+func startDaemon(t testing.TB, token string, pools ...config.Pool) *testDaemon {
 	t.Helper()
 	return startDaemonWith(t, func(o *Options) { o.Token = token }, pools...)
 }
 
 // startDaemonWith is startDaemon with options set by opt.
-func startDaemonWith(t *testing.T, opt func(*Options), pools ...config.Pool) *testDaemon {
+func startDaemonWith(t testing.TB, opt func(*Options), pools ...config.Pool) *testDaemon {
 	t.Helper()
 	cfg := &config.Config{Listen: "127.0.0.1:0", ShutdownDeadline: 5 * time.Second, Pools: pools,
 		Log: config.Log{Format: "json", Level: "debug"}}
