@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
@@ -165,10 +164,12 @@ func notFound(r *http.Request) *apiError {
 	return errf(codeNotFound, "no route %s %s", r.Method, r.URL.Path)
 }
 
-// statusWriter records the status code for logs and metrics.
+// statusWriter records the status code for logs and metrics, and carries
+// the request's correlation id to the handlers (correlationID).
 type statusWriter struct {
 	http.ResponseWriter
 	code int
+	cid  string
 }
 
 func (s *statusWriter) WriteHeader(c int) {
@@ -200,8 +201,6 @@ func (s *statusWriter) FlushError() error {
 // Unwrap lets http.ResponseController reach the connection (write deadlines).
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-type ctxKey struct{}
-
 // wrap adds, around every handler: correlation id, auth, body limit, panic
 // recovery, error rendering, access log and the latency metric.
 func (d *Daemon) wrap(rt route) http.Handler {
@@ -209,6 +208,7 @@ func (d *Daemon) wrap(rt route) http.Handler {
 	if rt.method != "" {
 		label = rt.method + " " + rt.path
 	}
+	obs := d.metrics.apiRoute(label)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		cid := r.Header.Get("X-Correlation-Id")
@@ -216,8 +216,7 @@ func (d *Daemon) wrap(rt route) http.Handler {
 			cid = newID()
 		}
 		w.Header().Set("X-Correlation-Id", cid)
-		sw := &statusWriter{ResponseWriter: w}
-		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, cid))
+		sw := &statusWriter{ResponseWriter: w, cid: cid}
 		defer func() {
 			if p := recover(); p != nil {
 				d.log.Error("api.panic", "panic", fmt.Sprint(p), "route", label, "correlation_id", cid)
@@ -225,13 +224,17 @@ func (d *Daemon) wrap(rt route) http.Handler {
 					writeErr(sw, errf(actors.CodeInternal, "internal error (correlation id %s)", cid))
 				}
 			}
-			d.metrics.ObserveAPI(label, sw.code, time.Since(start))
+			obs.observe(sw.code, time.Since(start))
 			lvl := slog.LevelDebug
 			if r.Method != "GET" || sw.code >= 400 {
 				lvl = slog.LevelInfo
 			}
-			d.log.Log(r.Context(), lvl, "api.request", "method", clip(r.Method), "path", clip(r.URL.Path), "code", sw.code,
-				"duration_ms", time.Since(start).Milliseconds(), "correlation_id", cid)
+			// The record's arguments are built only when it is written: a
+			// GET's is Debug, off in production, and boxing them costs.
+			if ctx := r.Context(); d.log.Enabled(ctx, lvl) {
+				d.log.Log(ctx, lvl, "api.request", "method", clip(r.Method), "path", clip(r.URL.Path), "code", sw.code,
+					"duration_ms", time.Since(start).Milliseconds(), "correlation_id", cid)
+			}
 		}()
 		if rt.access != open && !d.authorized(r) {
 			sw.Header().Set("WWW-Authenticate", `Bearer realm="pool-managerd"`)
@@ -247,7 +250,9 @@ func (d *Daemon) wrap(rt route) http.Handler {
 			writeErr(sw, errf(actors.CodePoolUnavailable, "daemon is shutting down"))
 			return
 		}
-		r.Body = http.MaxBytesReader(sw, r.Body, maxBody)
+		if r.Body != http.NoBody { // the server's body of a request without one: nothing to bound
+			r.Body = http.MaxBytesReader(sw, r.Body, maxBody)
+		}
 		err := rt.h(sw, r)
 		if err != nil && r.Context().Err() != nil && errors.Is(err, r.Context().Err()) {
 			return // the client went away (e.g. during reload wait:true): nobody to answer
@@ -312,6 +317,9 @@ func writeErr(w http.ResponseWriter, e *apiError) {
 	writeJSON(w, e.status, e)
 }
 
+// encodeFailed is the 500 answer for a value encoding/json refuses.
+const encodeFailed = `{"code":"INTERNAL","message":"encode response","retriable":true}` + "\n"
+
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -319,12 +327,17 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	if err := enc.Encode(v); err != nil {
 		code = 500
 		buf.Reset()
-		buf.WriteString(`{"code":"INTERNAL","message":"encode response","retriable":true}` + "\n")
+		buf.WriteString(encodeFailed)
 	}
+	writeBody(w, code, buf.Bytes())
+}
+
+// writeBody answers the JSON body b with code.
+func writeBody(w http.ResponseWriter, code int, b []byte) {
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(code)
-	_, _ = w.Write(buf.Bytes())
+	_, _ = w.Write(b)
 }
 
 // decode reads a strict JSON body into v (a pointer to a struct): the body
@@ -471,8 +484,11 @@ func msDuration(field string, v *int64) (time.Duration, error) {
 	return time.Duration(*v) * time.Millisecond, nil
 }
 
-// correlationID is the request's X-Correlation-Id (echoed or generated).
-func correlationID(r *http.Request) string {
-	cid, _ := r.Context().Value(ctxKey{}).(string)
-	return cid
+// correlationID is the request's X-Correlation-Id (echoed or generated);
+// w is the writer wrap hands the handler.
+func correlationID(w http.ResponseWriter) string {
+	if sw, ok := w.(*statusWriter); ok {
+		return sw.cid
+	}
+	return ""
 }

@@ -48,15 +48,15 @@ func (d *Daemon) listPools(w http.ResponseWriter, r *http.Request) error {
 }
 
 // pool looks a pool up in the registry's published state (no round trip).
-func (d *Daemon) pool(ctx context.Context, id string) (*actors.PoolReply, error) {
+func (d *Daemon) pool(ctx context.Context, id string) (actors.PoolReply, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return actors.PoolReply{}, err
 	}
 	pr := d.view.Load().Pool(id)
 	if !pr.Found {
-		return nil, errf(actors.CodePoolNotFound, "no pool with id %q", id)
+		return actors.PoolReply{}, errf(actors.CodePoolNotFound, "no pool with id %q", id)
 	}
-	return &pr, nil
+	return pr, nil
 }
 
 func (d *Daemon) getPool(w http.ResponseWriter, r *http.Request) error {
@@ -116,7 +116,7 @@ func (d *Daemon) getPoolHealth(w http.ResponseWriter, r *http.Request) error {
 	if m := s.EngineMetrics; m != nil {
 		h.Metrics.RequestsProcessing, h.Metrics.RequestsDeferred = &m.RequestsProcessing, &m.RequestsDeferred
 	}
-	writeJSON(w, 200, h)
+	writeHealth(w, &h)
 	return nil
 }
 
@@ -198,7 +198,7 @@ func (d *Daemon) postDrain(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	cr, err := d.command(r.Context(), pr.PID, &actors.Drain{Deadline: dl, Reason: "api", CorrelationID: correlationID(r)})
+	cr, err := d.command(r.Context(), pr.PID, &actors.Drain{Deadline: dl, Reason: "api", CorrelationID: correlationID(w)})
 	if err != nil {
 		return err
 	}
@@ -237,7 +237,7 @@ func (d *Daemon) postReload(w http.ResponseWriter, r *http.Request) error {
 	if err := d.checkReloadRef(pr.Status.PoolID, *b.NewModelRef); err != nil {
 		return err
 	}
-	msg := &actors.Reload{ModelRef: *b.NewModelRef, Deadline: dl, CorrelationID: correlationID(r)}
+	msg := &actors.Reload{ModelRef: *b.NewModelRef, Deadline: dl, CorrelationID: correlationID(w)}
 	if b.EngineVersion != nil {
 		msg.EngineVersion = *b.EngineVersion
 	}
@@ -362,7 +362,7 @@ func (d *Daemon) postStart(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	cr, err := d.command(r.Context(), pr.PID, &actors.Start{CorrelationID: correlationID(r)})
+	cr, err := d.command(r.Context(), pr.PID, &actors.Start{CorrelationID: correlationID(w)})
 	if err != nil {
 		return err
 	}

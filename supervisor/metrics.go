@@ -2,6 +2,9 @@ package supervisor
 
 import (
 	"context"
+	"maps"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -98,6 +101,47 @@ func (m *Metrics) LogDropped(pool string, lines, bytes int) {
 // ObserveAPI records one API request.
 func (m *Metrics) ObserveAPI(route string, code int, d time.Duration) {
 	m.api.WithLabelValues(route, itoa(uint64(code))).Observe(d.Seconds())
+}
+
+// apiRoute returns the recorder of one route's requests: ObserveAPI with
+// the route fixed, which looks each code's series up once instead of on
+// every request (hashing the labels under the vector's lock).
+func (m *Metrics) apiRoute(route string) *apiRoute {
+	r := &apiRoute{vec: m.api, route: route}
+	r.byCode.Store(&map[int]prometheus.Observer{})
+	return r
+}
+
+// apiRoute caches one route's api_request_duration_seconds series by code.
+// The series are never deleted, so a cached one stays the one scraped.
+type apiRoute struct {
+	vec    *prometheus.HistogramVec
+	route  string
+	mu     sync.Mutex                                  // serialises additions to byCode
+	byCode atomic.Pointer[map[int]prometheus.Observer] // copied on write: read without a lock
+}
+
+// observe records one request of the route answered with code.
+func (r *apiRoute) observe(code int, d time.Duration) {
+	o, ok := (*r.byCode.Load())[code]
+	if !ok {
+		o = r.add(code)
+	}
+	o.Observe(d.Seconds())
+}
+
+func (r *apiRoute) add(code int) prometheus.Observer {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur := *r.byCode.Load()
+	if o, ok := cur[code]; ok {
+		return o
+	}
+	o := r.vec.WithLabelValues(r.route, itoa(uint64(code)))
+	next := maps.Clone(cur)
+	next[code] = o
+	r.byCode.Store(&next)
+	return o
 }
 
 // Forget removes a pool's series once it is gone from the config.
