@@ -16,9 +16,11 @@ import (
 	"time"
 )
 
-// apiRounds alternates daemon and bare phases (ABAB…) so slow drift in a
-// noisy machine's load hits both sides alike.
-const apiRounds = 2
+// apiRounds alternates daemon and bare phases so drift and bursts in a
+// noisy machine's load (a compile next door) hit both sides alike: short
+// phases, and each round's first side is the other round's second
+// (daemon-bare, bare-daemon, …), so neither always runs first.
+const apiRounds = 6
 
 // op is one client operation of a load run (one request, or a lease pair).
 type op func(ctx context.Context, c *http.Client, base string) error
@@ -147,10 +149,14 @@ func (r loadResult) rate() float64 { return float64(r.ops) / r.dur.Seconds() }
 func compare(ctx context.Context, p params, daemon, bare string, o op) (d, b loadResult, err error) {
 	phase := p.apiDur / apiRounds
 	for i := 0; i < apiRounds; i++ {
-		for _, side := range []struct {
+		sides := []struct {
 			base string
 			into *loadResult
-		}{{daemon, &d}, {bare, &b}} {
+		}{{daemon, &d}, {bare, &b}}
+		if i%2 == 1 {
+			sides[0], sides[1] = sides[1], sides[0]
+		}
+		for _, side := range sides {
 			r := hammer(ctx, p.clients, phase, side.base, o)
 			side.into.ops += r.ops
 			side.into.errs += r.errs
