@@ -5,7 +5,6 @@ package engine
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/user"
 	"sort"
@@ -49,21 +48,15 @@ func daemonOnly(name string) bool {
 }
 
 // FreePort returns a TCP port that was free on host a moment ago ("" means
-// 127.0.0.1). Another process may take it before the engine binds it; the
-// pool treats that like any other failed start.
+// 127.0.0.1) and that Launch has not handed out to an engine of this
+// process that is still starting or running (see pickPort). Another process
+// may take it before the engine binds it; the pool treats that like any
+// other failed start.
 func FreePort(host string) (int, error) {
 	if host == "" {
 		host = "127.0.0.1"
 	}
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return 0, fmt.Errorf("engine: free port on %s: %w", host, err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	if err := l.Close(); err != nil {
-		return 0, fmt.Errorf("engine: free port on %s: %w", host, err)
-	}
-	return port, nil
+	return freePort(host, listenPort(host))
 }
 
 // LookupCredential resolves username to the uid, gid and supplementary

@@ -82,6 +82,8 @@ func Launch(s LaunchSpec) (*Process, string, error) {
 		host = "127.0.0.1"
 	}
 	port := s.Port
+	var releasePort func() // drops a picked port from the handed-out set; nil: a fixed port
+	launched := false      // the engine started: its end releases the port
 	if port != 0 {
 		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 		if err != nil {
@@ -89,11 +91,20 @@ func Launch(s LaunchSpec) (*Process, string, error) {
 		}
 		ln.Close()
 	} else {
-		p, err := FreePort(host)
+		// Held as handed out (pickPort) until the engine is gone, so the
+		// next pool's pick cannot be given the same port before this
+		// engine binds it.
+		p, release, err := pickPort(host, listenPort(host))
 		if err != nil {
 			return nil, "", fmt.Errorf("pick a free port on %s: %w", host, err)
 		}
 		port = p
+		releasePort = release
+		defer func() {
+			if !launched {
+				release()
+			}
+		}()
 	}
 	vars := map[string]string{"PORT": strconv.Itoa(port), "HOST": host, "MODEL_REF": s.ModelRef,
 		"POOL_ID": s.PoolID, "SELF": s.SelfExe}
@@ -122,7 +133,7 @@ func Launch(s LaunchSpec) (*Process, string, error) {
 		}
 	}
 	url := "http://" + net.JoinHostPort(host, strconv.Itoa(port))
-	cont := &containment{poolID: s.PoolID, token: token, stateDir: s.StateDir, argv0: argv[0], logger: logger, onDone: s.OnDone}
+	cont := &containment{poolID: s.PoolID, token: token, stateDir: s.StateDir, argv0: argv[0], logger: logger, onDone: s.OnDone, releasePort: releasePort}
 	if s.OnStart != nil {
 		cont.onStart = func(p *Process) { s.OnStart(p, url) }
 	}
@@ -141,5 +152,6 @@ func Launch(s LaunchSpec) (*Process, string, error) {
 	if err != nil {
 		return nil, "", err // start names the pool, the program and the cause
 	}
+	launched = true
 	return proc, url, nil
 }

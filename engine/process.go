@@ -86,6 +86,9 @@ type containment struct {
 	logger   *slog.Logger
 	onStart  func(*Process) // LaunchSpec.OnStart; nil: none
 	onDone   func(*Process) // LaunchSpec.OnDone; nil: none
+	// releasePort drops the port Launch picked from the handed-out set
+	// (pickPort) once the engine is gone; nil: none (a fixed port).
+	releasePort func()
 }
 
 // Spec describes one engine process.
@@ -235,6 +238,9 @@ func (p *Process) supervise(newCmd func() *exec.Cmd, started chan<- error) {
 	ex := exitFromState(cmd.ProcessState, exitedAt)
 	ex.OOMKilled = p.finishContained(left)
 	p.exit = ex
+	if c := p.cont; c != nil && c.releasePort != nil {
+		c.releasePort() // before Done: whoever sees the engine gone may pick its port again
+	}
 	close(p.done)
 	if c := p.cont; c != nil && c.onDone != nil {
 		c.onDone(p)
