@@ -75,6 +75,7 @@ type Daemon struct {
 	metrics      *Metrics
 	guard        gpu.Guard
 	notify       *sdnotify.Notifier
+	bootGC       *bootGC // the collector's relaxed target while the pools start; nil: none
 	srv          *http.Server
 	ln           net.Listener
 	ready        atomic.Bool
@@ -220,6 +221,7 @@ func (d *Daemon) Start(ln net.Listener) error {
 	}))
 	d.ln = ln
 	d.reg = d.sys.Root.Spawn(actors.NewPublishingRegistryProps(d.opts.Clock, d.log.With("component", "registry"), &d.view))
+	d.bootGC = newBootGC(d.opts.Clock, bootGCMax) // until no pool preloads (trackStatus)
 	for _, p := range d.cfg.Pools {
 		d.spawnPool(p)
 	}
@@ -481,6 +483,7 @@ func (d *Daemon) trackStatus() {
 		defer cancel()
 		if pools, err := d.snapshot(ctx); err == nil {
 			d.notify.Status(Summary(pools))
+			d.bootGC.observe(pools)
 		}
 	}
 	follow(subscribe, update, d.stopped)
@@ -546,6 +549,7 @@ func (d *Daemon) Shutdown() { d.shutdownOnce.Do(d.shutdown) }
 
 func (d *Daemon) shutdown() {
 	close(d.quit) // first: event streams end, new work is refused
+	d.bootGC.stop()
 	if d.reg == nil {
 		if d.sys != nil {
 			d.sys.Shutdown()

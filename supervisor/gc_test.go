@@ -4,6 +4,10 @@ import (
 	"os"
 	"runtime/debug"
 	"testing"
+	"time"
+
+	"github.com/pool-managerd/pool-managerd/actors"
+	"github.com/pool-managerd/pool-managerd/internal/clock"
 )
 
 // Without GOGC the daemon collects at DefaultGCPercent; with it, GOGC rules.
@@ -34,4 +38,64 @@ func unsetenv(t *testing.T, k string) {
 	if err := os.Unsetenv(k); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// While pools start, the daemon's own GC default is relaxed to
+// BootGCPercent; it is back at DefaultGCPercent once every pool has started
+// (none stopped or preloading),
+// or after the bound at the latest. With GOGC set nothing is touched.
+func TestBootGC(t *testing.T) {
+	prev := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(prev)
+	t.Setenv("GOGC", "200")
+	unsetenv(t, "GOGC")
+	ApplyGCDefault()
+	percent := func() int { p := debug.SetGCPercent(-1); debug.SetGCPercent(p); return p }
+	preload := []actors.PoolStatus{{PoolID: "a", State: actors.StateReady}, {PoolID: "b", State: actors.StatePreload}}
+	ready := []actors.PoolStatus{{PoolID: "a", State: actors.StateReady}, {PoolID: "b", State: actors.StateFailed}}
+
+	clk := clock.NewFake(time.Unix(0, 0))
+	b := newBootGC(clk, time.Minute)
+	if p := percent(); p != BootGCPercent {
+		t.Fatalf("starting: percent %d, want %d", p, BootGCPercent)
+	}
+	b.observe(preload)
+	if p := percent(); p != BootGCPercent {
+		t.Fatalf("a pool preloading: percent %d, want %d", p, BootGCPercent)
+	}
+	b.observe([]actors.PoolStatus{{PoolID: "a", State: actors.StateReady}, {PoolID: "b", State: actors.StateStopped}})
+	if p := percent(); p != BootGCPercent {
+		t.Fatalf("a pool registered, not yet preloading: percent %d, want %d", p, BootGCPercent)
+	}
+	b.observe(ready)
+	if p := percent(); p != DefaultGCPercent {
+		t.Fatalf("no pool preloading: percent %d, want %d", p, DefaultGCPercent)
+	}
+	debug.SetGCPercent(77) // someone else's choice afterwards: never overridden again
+	b.observe(preload)
+	b.observe(ready)
+	clk.Advance(time.Hour)
+	if p := percent(); p != 77 {
+		t.Fatalf("after the end: percent %d, want it left at 77", p)
+	}
+
+	debug.SetGCPercent(DefaultGCPercent)
+	b = newBootGC(clk, time.Minute)
+	b.observe(preload)
+	clk.Advance(time.Minute)
+	if p := percent(); p != DefaultGCPercent {
+		t.Fatalf("past the bound with a pool still preloading: percent %d, want %d", p, DefaultGCPercent)
+	}
+	b.stop()
+
+	t.Setenv("GOGC", "100")
+	ApplyGCDefault()
+	debug.SetGCPercent(100)
+	b = newBootGC(clk, time.Minute)
+	b.observe(preload)
+	if p := percent(); p != 100 {
+		t.Fatalf("GOGC set: percent %d, want it left at 100", p)
+	}
+	b.observe(ready)
+	b.stop()
 }
