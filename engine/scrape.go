@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -37,7 +38,8 @@ func Scrape(ctx context.Context, client *http.Client, url string, timeout time.D
 	return ParseMetrics(io.LimitReader(resp.Body, maxScrapeBytes), names...)
 }
 
-// ParseMetrics extracts the wanted series from Prometheus text format.
+// ParseMetrics extracts the wanted series from Prometheus text format, each
+// summed over its samples (labels); NaN and ±Inf samples are skipped.
 func ParseMetrics(r io.Reader, names ...string) (map[string]float64, error) {
 	want := map[string]bool{}
 	for _, n := range names {
@@ -70,8 +72,8 @@ func ParseMetrics(r io.Reader, names ...string) (map[string]float64, error) {
 			continue
 		}
 		v, err := strconv.ParseFloat(fields[0], 64)
-		if err != nil {
-			continue
+		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+			continue // a NaN or ±Inf sample says nothing and would poison the sum (and JSON)
 		}
 		out[name] += v
 	}

@@ -69,3 +69,26 @@ func TestReadProcStat(t *testing.T) {
 	}
 	// The parser (hostile command names, malformed lines) is tested in internal/proc.
 }
+
+// An engine may print NaN or ±Inf for any sample (the text format allows
+// them; a summary without observations prints NaN). Such a reading says
+// nothing about the queue, would poison a sum, and would make every health
+// answer of the pool fail to encode (JSON has no NaN): it is skipped, as an
+// unparsable value is.
+func TestParseMetricsSkipsNonFiniteSamples(t *testing.T) {
+	page := `llamacpp:requests_processing NaN
+llamacpp:requests_processing{slot="b"} 2
+llamacpp:requests_deferred +Inf
+llamacpp:requests_deferred{slot="c"} -Inf
+`
+	got, err := ParseMetrics(strings.NewReader(page), "llamacpp:requests_processing", "llamacpp:requests_deferred")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := got["llamacpp:requests_processing"]; !ok || v != 2 {
+		t.Fatalf("requests_processing = %v (present %v), want 2 from the finite sample; all: %v", v, ok, got)
+	}
+	if v, ok := got["llamacpp:requests_deferred"]; ok {
+		t.Fatalf("requests_deferred = %v, want absent: its only samples are infinite", v)
+	}
+}
