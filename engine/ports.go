@@ -3,25 +3,27 @@ package engine
 import (
 	"fmt"
 	"net"
-	"strconv"
 	"sync"
 )
 
-// handedOut holds the ports (host:port) Launch picked for engines that are
-// still starting or running. A picked port is free again, as far as the
-// kernel knows, from the moment the pick's listener closes until the engine
-// binds it, which under load is hundreds of milliseconds (a preload of 256
-// pools on two cores: the fork, the engine's runtime start, its listen).
+// handedOut holds the ports Launch picked for engines that are still
+// starting or running. A picked port is free again, as far as the kernel
+// knows, from the moment the pick's listener closes until the engine binds
+// it, which under load is hundreds of milliseconds (a preload of 256 pools
+// on two cores: the fork, the engine's runtime start, its listen).
 // Meanwhile a bind to port 0 for the next pool may get the same port, and
 // one of the two engines fails with "address already in use" and waits out
-// a restart backoff. With the set, a pick the kernel offers again is kept
-// bound while another is taken, so no two engines of this process are given
-// the same port. An entry is dropped when its engine has ended (or its start
-// failed), so the set is bounded by the engines alive.
+// a restart backoff. With the set, a pick the kernel offers again is
+// refused and another asked for, so no two engines of this process are
+// given the same port. It is keyed by the port alone, whatever the host:
+// an engine listening on 0.0.0.0 and one on 127.0.0.1 cannot share a port
+// either, and "localhost" and "127.0.0.1" are the same bind. An entry is
+// dropped when its engine has ended (or its start failed), so the set is
+// bounded by the engines alive. A fixed port (config port:) is never in it.
 var handedOut = struct {
 	sync.Mutex
-	ports map[string]struct{}
-}{ports: map[string]struct{}{}}
+	ports map[int]struct{}
+}{ports: map[int]struct{}{}}
 
 // pickTries bounds how many ports pickPort asks the kernel for.
 const pickTries = 64
@@ -39,12 +41,11 @@ func pickPort(host string, listen func() (net.Listener, error)) (int, func(), er
 	if err != nil {
 		return 0, nil, err
 	}
-	key := net.JoinHostPort(host, strconv.Itoa(port))
 	var once sync.Once
 	return port, func() {
 		once.Do(func() {
 			handedOut.Lock()
-			delete(handedOut.ports, key)
+			delete(handedOut.ports, port)
 			handedOut.Unlock()
 		})
 	}, nil
@@ -57,39 +58,34 @@ func freePort(host string, listen func() (net.Listener, error)) (int, error) {
 }
 
 // choosePort asks listen for ports until one is not handed out (recording
-// it when reserve), keeping the rejected ones bound meanwhile so the kernel
-// offers others.
+// it when reserve). A handed-out port the kernel offers is closed at once,
+// not held while the next is asked for: its engine may be binding it right
+// now. Linux starts each search for a port to bind at a random offset, so
+// the next offer is another port.
 func choosePort(host string, listen func() (net.Listener, error), reserve bool) (int, error) {
-	var held []net.Listener
-	defer func() {
-		for _, l := range held {
-			l.Close()
-		}
-	}()
 	for range pickTries {
 		l, err := listen()
 		if err != nil {
 			return 0, fmt.Errorf("engine: free port on %s: %w", host, err)
 		}
 		port := l.Addr().(*net.TCPAddr).Port
-		key := net.JoinHostPort(host, strconv.Itoa(port))
 		handedOut.Lock()
-		_, taken := handedOut.ports[key]
+		_, taken := handedOut.ports[port]
 		if !taken && reserve {
-			handedOut.ports[key] = struct{}{}
+			handedOut.ports[port] = struct{}{}
 		}
 		handedOut.Unlock()
+		cerr := l.Close()
 		if taken {
-			held = append(held, l)
 			continue
 		}
-		if err := l.Close(); err != nil {
+		if cerr != nil {
 			if reserve {
 				handedOut.Lock()
-				delete(handedOut.ports, key)
+				delete(handedOut.ports, port)
 				handedOut.Unlock()
 			}
-			return 0, fmt.Errorf("engine: free port on %s: %w", host, err)
+			return 0, fmt.Errorf("engine: free port on %s: %w", host, cerr)
 		}
 		return port, nil
 	}

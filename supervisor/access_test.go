@@ -3,6 +3,8 @@ package supervisor
 import (
 	"encoding/json"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
@@ -135,4 +137,21 @@ func TestAPIAccessLogAndMetricsPerRoute(t *testing.T) {
 			t.Errorf("health 200 count %q, want 1", got)
 		}
 	})
+}
+
+// unwrapWriter is a middleware's writer around the one wrap hands out.
+type unwrapWriter struct{ http.ResponseWriter }
+
+func (u unwrapWriter) Unwrap() http.ResponseWriter { return u.ResponseWriter }
+
+// A handler reached through another writer wrapped around wrap's still
+// finds the request's correlation id (it is logged with what it causes).
+func TestCorrelationIDThroughAWrappedWriter(t *testing.T) {
+	sw := &statusWriter{ResponseWriter: httptest.NewRecorder(), cid: "cid-1"}
+	if got := correlationID(unwrapWriter{unwrapWriter{sw}}); got != "cid-1" {
+		t.Fatalf("through two wrappers: %q, want cid-1", got)
+	}
+	if got := correlationID(httptest.NewRecorder()); got != "" {
+		t.Fatalf("a writer wrap did not hand out: %q, want none", got)
+	}
 }

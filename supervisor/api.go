@@ -487,8 +487,15 @@ func msDuration(field string, v *int64) (time.Duration, error) {
 // correlationID is the request's X-Correlation-Id (echoed or generated);
 // w is the writer wrap hands the handler.
 func correlationID(w http.ResponseWriter) string {
-	if sw, ok := w.(*statusWriter); ok {
-		return sw.cid
+	for w != nil {
+		if sw, ok := w.(*statusWriter); ok {
+			return sw.cid
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			break
+		}
+		w = u.Unwrap() // a writer wrapped around wrap's (a middleware)
 	}
 	return ""
 }

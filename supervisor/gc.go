@@ -106,14 +106,19 @@ func (b *bootGC) end() {
 	debug.FreeOSMemory()
 }
 
-// stop drops the bound's timer (the daemon's shutdown) without touching the
-// target.
+// stop drops the bound's timer (the daemon's shutdown) and, when the start
+// had not ended yet, puts DefaultGCPercent back (a process that runs
+// another daemon next, such as a test binary, does not keep the relaxed
+// target).
 func (b *bootGC) stop() {
 	if b == nil {
 		return
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if !b.done {
+		debug.SetGCPercent(DefaultGCPercent)
+	}
 	b.done = true
 	b.timer.Stop()
 }

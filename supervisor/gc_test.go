@@ -14,6 +14,7 @@ import (
 func TestApplyGCDefault(t *testing.T) {
 	prev := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(prev)
+	t.Cleanup(func() { gcDefaultApplied.Store(false) }) // later daemons of this test binary get no boot GC
 
 	t.Setenv("GOGC", "")
 	if got := ApplyGCDefault(); got != -2 {
@@ -47,6 +48,7 @@ func unsetenv(t *testing.T, k string) {
 func TestBootGC(t *testing.T) {
 	prev := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(prev)
+	t.Cleanup(func() { gcDefaultApplied.Store(false) })
 	t.Setenv("GOGC", "200")
 	unsetenv(t, "GOGC")
 	ApplyGCDefault()
@@ -87,6 +89,14 @@ func TestBootGC(t *testing.T) {
 		t.Fatalf("past the bound with a pool still preloading: percent %d, want %d", p, DefaultGCPercent)
 	}
 	b.stop()
+
+	// A daemon shut down while its pools still start puts the default back.
+	b = newBootGC(clk, time.Minute)
+	b.observe(preload)
+	b.stop()
+	if p := percent(); p != DefaultGCPercent {
+		t.Fatalf("stopped during the start: percent %d, want %d", p, DefaultGCPercent)
+	}
 
 	t.Setenv("GOGC", "100")
 	ApplyGCDefault()
