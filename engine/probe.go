@@ -4,10 +4,12 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -113,26 +115,50 @@ func Request(ctx context.Context, client *http.Client, method, url, contentType 
 // writes its answer in two pieces would otherwise hold the second piece
 // until the client's delayed ACK, about 40 ms later on Linux, on every
 // kept-alive probe.
-func NewProbeClient() *http.Client { return newProbeClient(false) }
+func NewProbeClient() *http.Client { return newProbeClient(false, nil) }
 
 // NewReadinessClient is NewProbeClient with a fresh connection per probe
 // (no keep-alive): an engine that is still loading may accept, stall or
 // reset connections, and a new connection also starts in the kernel's
 // quick-ACK mode, so no answer waits on a delayed ACK. Readiness probes stop
 // once the engine is ready, so the extra connects cost little.
-func NewReadinessClient() *http.Client { return newProbeClient(true) }
+func NewReadinessClient() *http.Client { return newProbeClient(true, nil) }
 
-func newProbeClient(fresh bool) *http.Client {
-	dialer := &net.Dialer{Timeout: probeDialTimeout, KeepAlive: 30 * time.Second}
-	tr := &http.Transport{
-		Proxy: nil,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+// NewPoolProbeClient is NewProbeClient for one pool's engine, with the set
+// of connections it dials (ProbeConns), so the pool can close all of them
+// before it stops its engine: see ProbeConns. dial makes each connection
+// (nil: a net.Dialer, as NewProbeClient's); what it returns is wrapped for
+// TCP_QUICKACK as there when it is a TCP connection.
+func NewPoolProbeClient(dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*http.Client, *ProbeConns) {
+	if dial == nil {
+		dial = newProbeDialer().DialContext
+	}
+	conns := &ProbeConns{conns: map[*probeConn]struct{}{}}
+	return newProbeClient(false, func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return conns.dial(ctx, network, addr, dial)
+	}), conns
+}
+
+func newProbeDialer() *net.Dialer {
+	return &net.Dialer{Timeout: probeDialTimeout, KeepAlive: 30 * time.Second}
+}
+
+// newProbeClient builds the probe clients; dial nil is a net.Dialer whose
+// connections are wrapped for TCP_QUICKACK.
+func newProbeClient(fresh bool, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Client {
+	if dial == nil {
+		dialer := newProbeDialer()
+		dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := dialer.DialContext(ctx, network, addr)
 			if err != nil {
 				return nil, err
 			}
 			return newQuickAckConn(c), nil
-		},
+		}
+	}
+	tr := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           dial,
 		DisableKeepAlives:     fresh,
 		MaxIdleConns:          0, // no global cap: every pool (256 and more) keeps its connection
 		MaxIdleConnsPerHost:   2, // liveness, readiness and a metrics scrape at most at once
@@ -149,6 +175,101 @@ func newProbeClient(fresh bool) *http.Client {
 			return http.ErrUseLastResponse
 		},
 	}
+}
+
+// ErrProbeConnsClosed is the error of a probe connection refused by
+// ProbeConns between CloseAll and Reopen, or dialed before a CloseAll and
+// completed after it.
+var ErrProbeConnsClosed = errors.New("probe connections closed: the engine is being stopped")
+
+// ProbeConns is the set of open connections a pool's probe client
+// (NewPoolProbeClient) has dialed. It exists because net/http cannot be
+// told deterministically to drop its connections: CloseIdleConnections
+// closes only the idle ones and sets a flag that closes a connection whose
+// dial completes later, but any later request on the transport clears that
+// flag again, so a dial that outlives the request that asked for it (a
+// cancelled probe) can still leave a connection open and unused in the idle
+// pool, one a gracefully stopping engine waits for. ProbeConns decides
+// instead: CloseAll closes every connection in the set, and refuses every
+// dial (closing its connection when it has connected) until Reopen; a dial
+// that began before a CloseAll is refused even when it completes after the
+// next Reopen. A connection leaves the set when it is closed. Safe for
+// concurrent use.
+type ProbeConns struct {
+	mu     sync.Mutex
+	closed bool   // between CloseAll and Reopen
+	epoch  uint64 // bumped by every CloseAll
+	conns  map[*probeConn]struct{}
+}
+
+// CloseAll closes every connection in the set (idle, serving a request, or
+// anything else) and refuses dials from now on until Reopen: one asked for
+// fails at once without connecting, one already connecting is closed when
+// it completes and fails. Both fail with ErrProbeConnsClosed.
+func (s *ProbeConns) CloseAll() {
+	s.mu.Lock()
+	s.closed = true
+	s.epoch++
+	conns := s.conns
+	s.conns = map[*probeConn]struct{}{}
+	s.mu.Unlock()
+	for c := range conns {
+		_ = c.Conn.Close()
+	}
+}
+
+// Reopen allows dials again after CloseAll (for the next engine). A dial
+// that began before the CloseAll is still refused.
+func (s *ProbeConns) Reopen() {
+	s.mu.Lock()
+	s.closed = false
+	s.mu.Unlock()
+}
+
+// Len is the number of open connections in the set.
+func (s *ProbeConns) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// dial makes a connection with dial and adds it to the set, unless the set
+// is closed or was closed while dial ran.
+func (s *ProbeConns) dial(ctx context.Context, network, addr string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (net.Conn, error) {
+	s.mu.Lock()
+	closed, epoch := s.closed, s.epoch
+	s.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("dial %s %s: %w", network, addr, ErrProbeConnsClosed)
+	}
+	c, err := dial(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	pc := &probeConn{Conn: newQuickAckConn(c), set: s}
+	s.mu.Lock()
+	if s.closed || s.epoch != epoch {
+		s.mu.Unlock()
+		_ = c.Close()
+		return nil, fmt.Errorf("dial %s %s: connected after CloseAll: %w", network, addr, ErrProbeConnsClosed)
+	}
+	s.conns[pc] = struct{}{}
+	s.mu.Unlock()
+	return pc, nil
+}
+
+// probeConn is a connection of a ProbeConns; closing it removes it from
+// the set.
+type probeConn struct {
+	net.Conn
+	set *ProbeConns
+}
+
+func (c *probeConn) Close() error {
+	c.set.mu.Lock()
+	delete(c.set.conns, c)
+	c.set.mu.Unlock()
+	return c.Conn.Close()
 }
 
 // quickAckConn sets TCP_QUICKACK before every read. Linux clears quick-ACK

@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"context"
 	"net"
+	"net/http"
 	"syscall"
 	"testing"
 )
@@ -59,5 +61,48 @@ func TestQuickAckConnSetsOptionBeforeRead(t *testing.T) {
 	q.quickAck()
 	if got := quickAck(); got != 1 {
 		t.Fatalf("TCP_QUICKACK after quickAck() = %d, want 1", got)
+	}
+}
+
+// A pool probe client's connections (NewPoolProbeClient, with or without a
+// dial hook) are tracked by its ProbeConns and still quick-ACK.
+func TestPoolProbeClientConnsQuickAck(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	hook := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
+	for _, dial := range []func(context.Context, string, string) (net.Conn, error){nil, hook} {
+		client, conns := NewPoolProbeClient(dial)
+		c, err := client.Transport.(*http.Transport).DialContext(context.Background(), "tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc, ok := c.(*probeConn)
+		if !ok {
+			t.Fatalf("dialed %T, want *probeConn", c)
+		}
+		if _, ok := pc.Conn.(*quickAckConn); !ok {
+			t.Fatalf("probeConn wraps %T, want *quickAckConn", pc.Conn)
+		}
+		if conns.Len() != 1 {
+			t.Fatalf("Len() = %d, want 1", conns.Len())
+		}
+		_ = c.Close()
+		if conns.Len() != 0 {
+			t.Fatalf("Len() = %d after Close, want 0", conns.Len())
+		}
 	}
 }
