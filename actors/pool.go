@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -27,16 +28,28 @@ type PoolDeps struct {
 	StateDir string         // pid records; "" = none
 	Cgroups  *cgroup.Parent // engines' cgroup parent; nil = marker containment
 	// ProbeClient serves liveness probes, metrics scrapes, the facts query
-	// and the canary; nil: a client of the pool's own
-	// (engine.NewProbeClient()). The pool closes its idle connections when
-	// it stops its engine, so a client shared by pools costs them their
+	// and the canary; nil (what the daemon passes): a client of the pool's
+	// own, engine.NewPoolProbeClient(ProbeDial), whose every connection the
+	// pool closes before it signals its engine to stop, and whose dials it
+	// refuses from then until it starts the next engine (see stopEngine). A
+	// client given here only has its idle connections closed at each stop
+	// (CloseIdleConnections, which a concurrent request can undo for a dial
+	// still in progress), and a client shared by pools costs them their
 	// kept-alive connections at every stop.
 	ProbeClient *http.Client
+	// ProbeDial makes the connections of the pool's own probe client (used
+	// only when ProbeClient is nil); nil: a net.Dialer. Tests use it to
+	// hold a connection back.
+	ProbeDial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// ReadinessClient serves readiness probes; nil: engine.NewReadinessClient()
 	// (a fresh connection per probe).
 	ReadinessClient *http.Client
 	Observer        Observer
 	OnLogDrop       func(poolID string, lines, bytes int) // engine output was rate-limited away or cut (see engine.Sink.SetOnDrop)
+
+	// probeConns is the set of connections of the pool's own probe client
+	// (nil when ProbeClient was given).
+	probeConns *engine.ProbeConns
 
 	// readinessPoll replaces the readiness poll schedule (tests only: a huge
 	// one leaves output-triggered probes alone); nil: readinessPoll.
@@ -249,7 +262,7 @@ func NewPoolProps(cfg config.Pool, d PoolDeps) *actor.Props {
 		d.Guard = gpu.NoGuard{}
 	}
 	if d.ProbeClient == nil {
-		d.ProbeClient = engine.NewProbeClient()
+		d.ProbeClient, d.probeConns = engine.NewPoolProbeClient(d.ProbeDial)
 	}
 	if d.ReadinessClient == nil {
 		d.ReadinessClient = engine.NewReadinessClient()

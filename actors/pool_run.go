@@ -24,6 +24,11 @@ import (
 // readiness polling run in a goroutine that reports back with messages.
 func (a *pool) startPreload(reason string) {
 	a.abandonRun()
+	// The previous engine is gone (every caller starts a preload with no
+	// engine held): the probe client may connect again, to the new one.
+	if c := a.d.probeConns; c != nil {
+		c.Reopen()
+	}
 	a.cancelTimer(tRestart)
 	a.restartDue = false
 	a.restarting = reason == reasonRestart
@@ -736,7 +741,13 @@ func (a *pool) fail(reason FailureReason, err error) {
 // engine that has already ended (Done closed: its group, cgroup and pid
 // record are already cleaned up) is taken as stopped at once, in this
 // message, so a crash followed by a backoff of 0 respawns without a trip
-// through a goroutine and the mailbox.
+// through a goroutine and the mailbox. Before it signals a running engine,
+// it closes the pool's probe connections and refuses new ones until the
+// next startPreload (see the comment below); it is the only place that
+// signals an engine the pool has adopted (and so probed) gracefully:
+// shutdownNow kills it, and an unadopted engine (killAbandoned, a stale
+// spawn) was probed by the readiness client only, which keeps no
+// connection.
 func (a *pool) stopEngine(then func()) {
 	if a.proc == nil {
 		a.afterStop = nil
@@ -758,12 +769,21 @@ func (a *pool) stopEngine(then func()) {
 		return
 	default:
 	}
-	// The pool's kept-alive connections to the engine go before SIGTERM,
-	// and so does one whose dial outlived the probe abandonRun just
-	// cancelled (net/http keeps such a connection, unused, and closes one
-	// that arrives after CloseIdleConnections until the next request). An
-	// engine shutting down gracefully waits for a connection that never sent
-	// a request, as for a busy one (Go's http.Server: up to 5 s).
+	// The pool's connections to the engine go before SIGTERM, and so does
+	// one whose dial outlives the probe abandonRun just cancelled: net/http
+	// keeps such a connection, unused, and an engine shutting down
+	// gracefully waits for a connection that never sent a request, as for a
+	// busy one (Go's http.Server: up to 5 s). The pool's own probe client
+	// closes them all deterministically (ProbeConns.CloseAll: every open
+	// connection, and every dial that completes from now until the next
+	// engine's startPreload reopens it). CloseIdleConnections alone, all an
+	// injected client gets, closes a late connection only until the next
+	// request on the transport, and the liveness probe and the metrics
+	// scrape run concurrently: one that passed its context check before
+	// abandonRun reaches the idle pool after this call and undoes it.
+	if c := a.d.probeConns; c != nil {
+		c.CloseAll()
+	}
 	a.d.ProbeClient.CloseIdleConnections()
 	go func() {
 		ex := a.stopProc(p, grace)

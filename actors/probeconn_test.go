@@ -3,13 +3,11 @@ package actors
 import (
 	"context"
 	"net"
-	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/pool-managerd/pool-managerd/engine"
 	"github.com/pool-managerd/pool-managerd/internal/clock"
 	"github.com/pool-managerd/pool-managerd/internal/testutil"
 )
@@ -47,18 +45,13 @@ func TestPoolStopLeavesNoProbeConnectionForTheEngineToWaitOn(t *testing.T) {
 	h := newHarness(t, clk)
 	cfg := simPool("p1")
 	cfg.Liveness = cfgLiveness(iv, time.Minute, 3)
+	cfg.Slots = 4 // no engine facts query: the liveness probe makes the pool's first probe connection
 	g := &gatedDialer{connected: make(chan struct{}), gate: make(chan struct{})}
-	client := engine.NewProbeClient()
-	client.Transport.(*http.Transport).DialContext = g.dial
-	pid := h.sys.Root.Spawn(NewPoolProps(cfg, PoolDeps{Registry: h.reg, Clock: clk, Logger: h.logger(), ProbeClient: client}))
+	pid := h.sys.Root.Spawn(NewPoolProps(cfg, PoolDeps{Registry: h.reg, Clock: clk, Logger: h.logger(), ProbeDial: g.dial}))
 	h.pools[cfg.ID] = pid
 	h.waitState("p1", StateReady)
-	// The engine facts query when ready leaves a kept-alive connection that
-	// liveness would reuse; once it is done, that connection is closed.
-	testutil.Eventually(t, waitLimit, "the facts query", func() bool { return strings.Contains(h.logs.String(), `"engine.facts"`) })
-	client.CloseIdleConnections()
 
-	// The next liveness probe's connection is accepted and held back.
+	// The first liveness probe's connection is accepted and held back.
 	testutil.Eventually(t, waitLimit, "liveness waits for its tick", func() bool { return clk.armed.Load() == 1 })
 	g.armed.Store(true)
 	clk.Advance(untilTick(clk.Now(), iv))
