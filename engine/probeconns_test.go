@@ -81,6 +81,13 @@ func (s *connServer) counts() (open, accepted int) {
 	return len(s.open), s.accepted
 }
 
+// waitAccepted waits until the server has accepted n connections in all
+// (a client's connect completes before the server's Accept returns).
+func (s *connServer) waitAccepted(t *testing.T, n int) {
+	t.Helper()
+	testutil.Eventually(t, connWait, "the server accepting the connection", func() bool { _, a := s.counts(); return a >= n })
+}
+
 func (s *connServer) waitOpen(t *testing.T, want int, what string) {
 	t.Helper()
 	testutil.Eventually(t, connWait, what, func() bool { open, _ := s.counts(); return open == want })
@@ -205,6 +212,7 @@ func TestProbeConnsLateDialFailsAndReopenAllowsAgain(t *testing.T) {
 		late <- result{c, err}
 	}()
 	g.waitConnected(t)
+	s.waitAccepted(t, 1)
 	conns.CloseAll()
 	close(g.open)
 	r := <-late
@@ -263,6 +271,7 @@ func TestProbeConnsDialSpanningReopenIsRefused(t *testing.T) {
 		errc <- err
 	}()
 	g.waitConnected(t)
+	s.waitAccepted(t, 1)
 	conns.CloseAll()
 	conns.Reopen()
 	close(g.open)
@@ -293,6 +302,7 @@ func TestProbeConnsCloseAllWinsOverALaterRequest(t *testing.T) {
 	scrape := make(chan error, 1)
 	go func() { scrape <- get(ctx, client, s.url+"/metrics") }()
 	g.waitConnected(t)
+	s.waitAccepted(t, 1)
 
 	atGetConn, goOn := make(chan struct{}), make(chan struct{})
 	trace := &httptrace.ClientTrace{GetConn: func(string) {
