@@ -126,6 +126,13 @@ func simEnviron() []string {
 // startSim starts the simulator on a free port with args.
 func startSim(t *testing.T, sink *engine.Sink, args ...string) (*engine.Process, int) {
 	t.Helper()
+	return startSimSpec(t, engine.Spec{Sink: sink}, args...)
+}
+
+// startSimSpec is startSim with the rest of the Spec (Sink, Clock) given;
+// its PoolID, Argv and Env are filled in.
+func startSimSpec(t *testing.T, spec engine.Spec, args ...string) (*engine.Process, int) {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -134,12 +141,9 @@ func startSim(t *testing.T, sink *engine.Sink, args ...string) (*engine.Process,
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := engine.Start(engine.Spec{
-		PoolID: t.Name(),
-		Argv:   append([]string{self, "--port", fmt.Sprint(port)}, args...),
-		Env:    simEnviron(),
-		Sink:   sink,
-	})
+	spec.PoolID, spec.Env = t.Name(), simEnviron()
+	spec.Argv = append([]string{self, "--port", fmt.Sprint(port)}, args...)
+	p, err := engine.Start(spec)
 	if err != nil {
 		t.Fatal(err)
 	}

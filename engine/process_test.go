@@ -310,19 +310,7 @@ func TestProcessStampsOnItsClock(t *testing.T) {
 	t.Parallel()
 	start := time.Unix(1_700_000_000, 0)
 	clk := clock.NewFake(start)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, err := engine.FreePort("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := engine.Start(engine.Spec{PoolID: t.Name(), Argv: []string{self, "--port", fmt.Sprint(port)},
-		Env: simEnviron(), Clock: clk})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, _ := startSimSpec(t, engine.Spec{Clock: clk})
 	if !p.StartedAt().Equal(start) {
 		t.Fatalf("StartedAt = %v, want the fake clock's %v", p.StartedAt(), start)
 	}
