@@ -98,9 +98,10 @@ func (m *Metrics) LogDropped(pool string, lines, bytes int) {
 	}
 }
 
-// ObserveAPI records one API request.
+// ObserveAPI records one API request, for a caller outside the daemon's
+// routes (each route keeps its own apiRoute, see wrap).
 func (m *Metrics) ObserveAPI(route string, code int, d time.Duration) {
-	m.api.WithLabelValues(route, itoa(uint64(code))).Observe(d.Seconds())
+	m.apiRoute(route).observe(code, d)
 }
 
 // apiRoute returns the recorder of one route's requests: ObserveAPI with
