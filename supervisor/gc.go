@@ -56,7 +56,7 @@ func ApplyGCDefault() int {
 // bootGC (GOGC set, or ApplyGCDefault never called) does nothing.
 type bootGC struct {
 	mu    sync.Mutex
-	done  bool
+	done  atomic.Bool // the start has ended (or the daemon stopped); set under mu
 	timer clock.Timer
 }
 
@@ -76,8 +76,9 @@ func newBootGC(clk clock.Clock, max time.Duration) *bootGC {
 
 // observe ends the relaxed target once every pool has started: none is
 // stopped (registered, its first preload not yet begun) or in preload.
+// Once it has ended, a status change costs no look at the pools.
 func (b *bootGC) observe(pools []actors.PoolStatus) {
-	if b == nil {
+	if b == nil || b.done.Load() {
 		return
 	}
 	for _, p := range pools {
@@ -95,11 +96,11 @@ func (b *bootGC) end() {
 		return
 	}
 	b.mu.Lock()
-	if b.done {
+	if b.done.Load() {
 		b.mu.Unlock()
 		return
 	}
-	b.done = true
+	b.done.Store(true)
 	b.timer.Stop()
 	debug.SetGCPercent(DefaultGCPercent)
 	b.mu.Unlock()
@@ -116,9 +117,9 @@ func (b *bootGC) stop() {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.done {
+	if !b.done.Load() {
 		debug.SetGCPercent(DefaultGCPercent)
 	}
-	b.done = true
+	b.done.Store(true)
 	b.timer.Stop()
 }
