@@ -784,6 +784,9 @@ func (a *pool) stopEngine(then func()) {
 	if c := a.d.probeConns; c != nil {
 		c.CloseAll()
 	}
+	// Also for the pool's own client: the transport forgets the idle
+	// connections CloseAll closed, so the next engine's first probe does
+	// not pick a dead one.
 	a.d.ProbeClient.CloseIdleConnections()
 	go func() {
 		ex := a.stopProc(p, grace)
