@@ -190,6 +190,27 @@ func TestProbeConnsCloseAllClosesBusyIdleAndDialingConnections(t *testing.T) {
 	}
 }
 
+// dialResult is what one dial returned.
+type dialResult struct {
+	c   net.Conn
+	err error
+}
+
+// heldDial arms g and starts dial to s in a goroutine; it returns once the
+// server has accepted the connection, whose dial completes when g opens.
+func heldDial(t *testing.T, g *gate, s *connServer, dial func(ctx context.Context, network, addr string) (net.Conn, error)) <-chan dialResult {
+	t.Helper()
+	g.armed.Store(true)
+	res := make(chan dialResult, 1)
+	go func() {
+		c, err := dial(context.Background(), "tcp", s.addr)
+		res <- dialResult{c, err}
+	}()
+	g.waitConnected(t)
+	s.waitAccepted(t, 1)
+	return res
+}
+
 // A dial that completes after CloseAll fails with ErrProbeConnsClosed and
 // its connection is closed; a dial asked for after CloseAll does not
 // connect at all; after Reopen dials work again, and a connection leaves
@@ -201,18 +222,7 @@ func TestProbeConnsLateDialFailsAndReopenAllowsAgain(t *testing.T) {
 	client, conns := engine.NewPoolProbeClient(g.dial)
 	dial := client.Transport.(*http.Transport).DialContext
 
-	g.armed.Store(true)
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	late := make(chan result, 1)
-	go func() {
-		c, err := dial(context.Background(), "tcp", s.addr)
-		late <- result{c, err}
-	}()
-	g.waitConnected(t)
-	s.waitAccepted(t, 1)
+	late := heldDial(t, g, s, dial)
 	conns.CloseAll()
 	close(g.open)
 	r := <-late
@@ -261,22 +271,16 @@ func TestProbeConnsDialSpanningReopenIsRefused(t *testing.T) {
 	g := newGate()
 	client, conns := engine.NewPoolProbeClient(g.dial)
 	dial := client.Transport.(*http.Transport).DialContext
-	g.armed.Store(true)
-	errc := make(chan error, 1)
-	go func() {
-		c, err := dial(context.Background(), "tcp", s.addr)
-		if c != nil {
-			_ = c.Close()
-		}
-		errc <- err
-	}()
-	g.waitConnected(t)
-	s.waitAccepted(t, 1)
+	stale := heldDial(t, g, s, dial)
 	conns.CloseAll()
 	conns.Reopen()
 	close(g.open)
-	if err := <-errc; !errors.Is(err, engine.ErrProbeConnsClosed) {
-		t.Fatalf("dial spanning CloseAll and Reopen = %v, want ErrProbeConnsClosed", err)
+	r := <-stale
+	if r.c != nil {
+		_ = r.c.Close()
+	}
+	if !errors.Is(r.err, engine.ErrProbeConnsClosed) {
+		t.Fatalf("dial spanning CloseAll and Reopen = %v, want ErrProbeConnsClosed", r.err)
 	}
 	s.waitOpen(t, 0, "the stale connection closed")
 }
