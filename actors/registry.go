@@ -5,7 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"sort"
+	"slices"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -79,12 +79,12 @@ func (r *Registry) handle(ctx actor.Context) any {
 	case *actor.Stopping, *actor.Stopped, *actor.Restarting:
 	case *RegisterPool:
 		r.pools[m.Status.PoolID] = &entry{status: m.Status, pid: m.PID, leases: map[string]*lease{}}
-		r.resort()
+		r.added(m.Status.PoolID)
 	case *UnregisterPool:
 		if e, ok := r.pools[m.PoolID]; ok && (m.PID == nil || m.PID.Equal(e.pid)) {
 			r.dropLeases(e)
 			delete(r.pools, m.PoolID)
-			r.resort()
+			r.removed(m.PoolID)
 		}
 	case *StatusUpdate:
 		r.update(ctx, m)
@@ -143,14 +143,23 @@ func (r *Registry) handle(ctx actor.Context) any {
 	return nil
 }
 
-// resort rebuilds the sorted list of pool ids (after a pool is registered
-// or removed), the order every listing and placement scan uses.
-func (r *Registry) resort() {
-	r.sorted = r.sorted[:0]
-	for id := range r.pools {
-		r.sorted = append(r.sorted, id)
+// added puts a newly registered (or re-registered) pool's id into the
+// sorted list of pool ids, the order every listing and placement scan
+// uses, and marks it for the next snapshot; the others keep their
+// published entries (publisher.publish).
+func (r *Registry) added(id string) {
+	if i, found := slices.BinarySearch(r.sorted, id); !found {
+		r.sorted = slices.Insert(r.sorted, i, id)
 	}
-	sort.Strings(r.sorted)
+	r.pub.markAll()
+	r.pub.mark(id)
+}
+
+// removed takes an unregistered pool's id out of the sorted list.
+func (r *Registry) removed(id string) {
+	if i, found := slices.BinarySearch(r.sorted, id); found {
+		r.sorted = slices.Delete(r.sorted, i, i+1)
+	}
 	r.pub.markAll()
 }
 

@@ -56,6 +56,16 @@ func (s *Snapshot) Pools() []PoolStatus {
 	return out
 }
 
+// StateCounts is how many pools are in each state (states with no pool
+// are absent), without copying any status.
+func (s *Snapshot) StateCounts() map[State]int {
+	counts := make(map[State]int, len(States))
+	for _, p := range s.pools {
+		counts[p.status.State]++
+	}
+	return counts
+}
+
 // Pool returns one pool as GetPool would; Found is false for an unknown id.
 func (s *Snapshot) Pool(id string) PoolReply {
 	i, ok := s.index[id]
@@ -92,11 +102,19 @@ func (p *publisher) publish(r *Registry) {
 	}
 	next := &Snapshot{}
 	if p.all || p.cur == nil {
+		// A pool added or removed: a new order and index, but every pool
+		// not marked changed keeps its entry from the current snapshot.
 		next.ids = append([]string(nil), r.sorted...)
 		next.index = make(map[string]int, len(next.ids))
 		next.pools = make([]*snapPool, len(next.ids))
 		for i, id := range next.ids {
 			next.index[id] = i
+			if p.cur != nil && !p.changed[id] {
+				if j, ok := p.cur.index[id]; ok {
+					next.pools[i] = p.cur.pools[j]
+					continue
+				}
+			}
 			e := r.pools[id]
 			next.pools[i] = &snapPool{status: r.view(e), pid: e.pid}
 		}

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -76,5 +77,98 @@ func TestRegistryPublishesBeforeAnswering(t *testing.T) {
 	ping()
 	if got := view.Load().Pools(); len(got) != 1 || got[0].PoolID != "p1" || view.Load().Pool("p2").Found {
 		t.Fatalf("view after removing p2 = %+v", got)
+	}
+}
+
+// Adding or removing a pool republishes the others as they were: their
+// published entries are shared with the previous snapshot, not rebuilt, so
+// registering N pools (a daemon's start) costs O(N) entries, not O(N²).
+// A pool registered again under its id (a reload) gets a new entry.
+func TestRegistryMembershipChangeKeepsTheOtherEntries(t *testing.T) {
+	r := &Registry{clock: clock.Real{}, log: slog.New(slog.DiscardHandler), pools: map[string]*entry{},
+		subs: map[chan Transition]struct{}{}, pub: publisher{view: &RegistryView{}}}
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(slog.DiscardHandler)
+	}))
+	defer sys.Shutdown()
+	pid := sys.Root.Spawn(actor.PropsFromFunc(func(actor.Context) {}))
+	register := func(id string, st State) {
+		r.pools[id] = &entry{status: PoolStatus{PoolID: id, State: st}, pid: pid, leases: map[string]*lease{}}
+		r.added(id)
+		r.pub.publish(r)
+	}
+	entryOf := func(s *Snapshot, id string) *snapPool {
+		i, ok := s.index[id]
+		if !ok {
+			t.Fatalf("%s is not in the snapshot (ids %v)", id, s.ids)
+		}
+		return s.pools[i]
+	}
+	register("b", StateReady)
+	register("d", StateReady)
+	first := r.pub.view.Load()
+	register("a", StatePreload)
+	register("c", StatePreload)
+	second := r.pub.view.Load()
+	if got := second.ids; len(got) != 4 || got[0] != "a" || got[1] != "b" || got[2] != "c" || got[3] != "d" {
+		t.Fatalf("ids = %v, want a b c d", got)
+	}
+	for _, id := range []string{"b", "d"} {
+		if entryOf(first, id) != entryOf(second, id) {
+			t.Errorf("pool %s: registering others rebuilt its entry", id)
+		}
+	}
+	if s := entryOf(second, "a").status; s.PoolID != "a" || s.State != StatePreload {
+		t.Errorf("a = %+v", s)
+	}
+
+	register("b", StateStopped) // b again, as a reload re-registers it
+	third := r.pub.view.Load()
+	if entryOf(third, "b") == entryOf(second, "b") || entryOf(third, "b").status.State != StateStopped {
+		t.Errorf("b registered again kept its old entry: %+v", entryOf(third, "b").status)
+	}
+	delete(r.pools, "c")
+	r.removed("c")
+	r.pub.publish(r)
+	fourth := r.pub.view.Load()
+	if got := fourth.ids; len(got) != 3 || got[0] != "a" || got[1] != "b" || got[2] != "d" {
+		t.Fatalf("ids after removing c = %v, want a b d", got)
+	}
+	for _, id := range []string{"a", "b", "d"} {
+		if entryOf(third, id) != entryOf(fourth, id) {
+			t.Errorf("pool %s: removing c rebuilt its entry", id)
+		}
+	}
+	if fourth.Pool("c").Found {
+		t.Error("c is still in the snapshot")
+	}
+}
+
+// StateCounts counts without copying statuses: what it allocates does not
+// grow with the number of pools (the daemon calls it after every burst of
+// transitions, for systemd's STATUS= line).
+func TestSnapshotStateCounts(t *testing.T) {
+	build := func(n int) *Snapshot {
+		r := &Registry{pools: map[string]*entry{}, pub: publisher{view: &RegistryView{}}}
+		for i := 0; i < n; i++ {
+			id := fmt.Sprintf("p%03d", i)
+			st := StateReady
+			if i%4 == 0 {
+				st = StatePreload
+			}
+			r.pools[id] = &entry{status: PoolStatus{PoolID: id, State: st}, leases: map[string]*lease{}}
+			r.added(id)
+		}
+		r.pub.publish(r)
+		return r.pub.view.Load()
+	}
+	small, large := build(4), build(256)
+	if c := large.StateCounts(); c[StatePreload] != 64 || c[StateReady] != 192 || len(c) != 2 {
+		t.Fatalf("counts of 256 pools = %v, want 64 preload, 192 ready", c)
+	}
+	a4 := testing.AllocsPerRun(20, func() { _ = small.StateCounts() })
+	a256 := testing.AllocsPerRun(20, func() { _ = large.StateCounts() })
+	if a256 > a4 {
+		t.Fatalf("StateCounts allocates %v times with 256 pools, %v with 4: it should not grow with the pools", a256, a4)
 	}
 }
