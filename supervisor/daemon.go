@@ -481,9 +481,11 @@ func (d *Daemon) trackStatus() {
 	update := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
 		defer cancel()
-		if pools, err := d.snapshot(ctx); err == nil {
-			d.notify.Status(Summary(pools))
-			d.bootGC.observe(pools)
+		if ctx.Err() == nil { // as d.snapshot, without copying every status
+			snap := d.view.Load()
+			counts := snap.StateCounts()
+			d.notify.Status(Summary(counts, snap.Len()))
+			d.bootGC.observe(counts)
 		}
 	}
 	follow(subscribe, update, d.stopped)
@@ -526,11 +528,7 @@ func follow(subscribe func() chan actors.Transition, update func(), stop <-chan 
 }
 
 // Summary is the one-line pool summary for systemd's STATUS=.
-func Summary(pools []actors.PoolStatus) string {
-	counts := map[actors.State]int{}
-	for _, p := range pools {
-		counts[p.State]++
-	}
+func Summary(counts map[actors.State]int, pools int) string {
 	parts := []string{}
 	for _, s := range actors.States {
 		if counts[s] > 0 {
@@ -540,7 +538,7 @@ func Summary(pools []actors.PoolStatus) string {
 	if len(parts) == 0 {
 		return "0 pools"
 	}
-	return fmt.Sprintf("%d pools: %s", len(pools), strings.Join(parts, ", "))
+	return fmt.Sprintf("%d pools: %s", pools, strings.Join(parts, ", "))
 }
 
 // Shutdown drains every pool within shutdown_deadline, stops every engine,

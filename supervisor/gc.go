@@ -77,14 +77,12 @@ func newBootGC(clk clock.Clock, max time.Duration) *bootGC {
 // observe ends the relaxed target once every pool has started: none is
 // stopped (registered, its first preload not yet begun) or in preload.
 // Once it has ended, a status change costs no look at the pools.
-func (b *bootGC) observe(pools []actors.PoolStatus) {
+func (b *bootGC) observe(counts map[actors.State]int) {
 	if b == nil || b.done.Load() {
 		return
 	}
-	for _, p := range pools {
-		if p.State == actors.StatePreload || p.State == actors.StateStopped {
-			return
-		}
+	if counts[actors.StatePreload] > 0 || counts[actors.StateStopped] > 0 {
+		return
 	}
 	b.end()
 }

@@ -53,8 +53,8 @@ func TestBootGC(t *testing.T) {
 	unsetenv(t, "GOGC")
 	ApplyGCDefault()
 	percent := func() int { p := debug.SetGCPercent(-1); debug.SetGCPercent(p); return p }
-	preload := []actors.PoolStatus{{PoolID: "a", State: actors.StateReady}, {PoolID: "b", State: actors.StatePreload}}
-	ready := []actors.PoolStatus{{PoolID: "a", State: actors.StateReady}, {PoolID: "b", State: actors.StateFailed}}
+	preload := map[actors.State]int{actors.StateReady: 1, actors.StatePreload: 1}
+	ready := map[actors.State]int{actors.StateReady: 1, actors.StateFailed: 1}
 
 	clk := clock.NewFake(time.Unix(0, 0))
 	b := newBootGC(clk, time.Minute)
@@ -65,7 +65,7 @@ func TestBootGC(t *testing.T) {
 	if p := percent(); p != BootGCPercent {
 		t.Fatalf("a pool preloading: percent %d, want %d", p, BootGCPercent)
 	}
-	b.observe([]actors.PoolStatus{{PoolID: "a", State: actors.StateReady}, {PoolID: "b", State: actors.StateStopped}})
+	b.observe(map[actors.State]int{actors.StateReady: 1, actors.StateStopped: 1})
 	if p := percent(); p != BootGCPercent {
 		t.Fatalf("a pool registered, not yet preloading: percent %d, want %d", p, BootGCPercent)
 	}
