@@ -93,9 +93,13 @@ func scaleRun(ctx context.Context, p params, n int) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	allReady, err := waitAllReady(ctx, base, n, t0)
+	polled, err := waitAllReady(ctx, base, n, t0)
 	if err != nil {
 		return nil, fmt.Errorf("%w (daemon log: %s)", err, logFile)
+	}
+	allReady, err := lastReadyRecord(logFile, n, t0)
+	if err != nil {
+		return nil, err
 	}
 	if err := sleep(ctx, p.settle); err != nil {
 		return nil, err
@@ -136,7 +140,8 @@ func scaleRun(ctx context.Context, p params, n int) ([]row, error) {
 	}
 	one := float64(oneRSS) / mib
 	return []row{
-		newRow(sec, fmt.Sprintf("daemon exec → all %d pools ready", n), allReady.Seconds(), "s", bareAll.Seconds(), "bare: exec all, all ready", readyT),
+		newRow(sec, fmt.Sprintf("daemon exec → all %d pools ready", n), allReady.Seconds(), "s", bareAll.read.Seconds(), "bare: exec all, last ready line read", readyT),
+		newRow(sec, "context: the same, seen by a GET /v1/pools poll every 100 ms", polled.Seconds(), "s", bareAll.stamp.Seconds(), "bare: last simulator's own ready stamp", nil),
 		newRow(sec, "daemon idle RSS (VmRSS)", float64(rss)/mib, "MiB", one, "one idle sim, same binary", rssT),
 		newRow(sec, "daemon peak RSS (VmHWM)", float64(hwm)/mib, "MiB", one, "one idle sim, same binary", nil),
 		newRow(sec, fmt.Sprintf("daemon idle CPU, utime+stime over %s", p.cpuWindow), idle.stat, "ms/min", -1, "", cpuT),
@@ -180,6 +185,48 @@ func readAddr(out io.ReadCloser) (string, error) {
 	case <-time.After(stateWait):
 		return "", fmt.Errorf("daemon did not print its address within %s", stateWait)
 	}
+}
+
+// lastReadyRecord reads the daemon's JSON log and returns the time, since
+// t0, of the last of n pools' first "pool.state" record to ready: when the
+// daemon knew all were ready, at the resolution of its own clock rather
+// than of a poll. The daemon runs on the same host, so its clock is ours.
+func lastReadyRecord(logFile string, n int, t0 time.Time) (time.Duration, error) {
+	f, err := os.Open(logFile)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	first := map[string]time.Time{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var r struct {
+			Time   time.Time `json:"time"`
+			Msg    string    `json:"msg"`
+			PoolID string    `json:"pool_id"`
+			To     string    `json:"to"`
+		}
+		if json.Unmarshal(sc.Bytes(), &r) != nil || r.Msg != "pool.state" || r.To != string(actors.StateReady) {
+			continue
+		}
+		if _, ok := first[r.PoolID]; !ok {
+			first[r.PoolID] = r.Time
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("daemon log %s: %w", logFile, err)
+	}
+	if len(first) != n {
+		return 0, fmt.Errorf("daemon log %s: %d of %d pools logged pool.state to ready", logFile, len(first), n)
+	}
+	var last time.Time
+	for _, at := range first {
+		if at.After(last) {
+			last = at
+		}
+	}
+	return last.Sub(t0), nil
 }
 
 // waitAllReady polls GET /v1/pools until n pools are ready; it returns the
@@ -269,11 +316,17 @@ func stopDaemon(cmd *exec.Cmd) (time.Duration, error) {
 	}
 }
 
-// bareFleet execs n simulators back to back and returns the time until the
-// last one printed its ready stamp, and the RSS of one of them. All are
-// stopped before it returns. A simulator that loses its port to a race is
-// started again, as the daemon would.
-func bareFleet(ctx context.Context, self string, n int) (time.Duration, int64, error) {
+// fleetTimes are a bare fleet's times from the first exec.
+type fleetTimes struct {
+	read  time.Duration // the last ready line was read: the supervisor knows all are ready
+	stamp time.Duration // the last simulator's own ready stamp
+}
+
+// bareFleet execs n simulators back to back and returns the time until it
+// had read the last one's ready line (and that simulator's own stamp), and
+// the RSS of one of them. All are stopped before it returns. A simulator
+// that loses its port to a race is started again, as the daemon would.
+func bareFleet(ctx context.Context, self string, n int) (fleetTimes, int64, error) {
 	t0 := time.Now()
 	sims := make([]*bareSim, n)
 	defer func() {
@@ -298,10 +351,10 @@ func bareFleet(ctx context.Context, self string, n int) (time.Duration, int64, e
 	}
 	for i := range sims {
 		if err := start(i); err != nil {
-			return 0, 0, err
+			return fleetTimes{}, 0, err
 		}
 	}
-	var last time.Time
+	var lastRead, lastStamp time.Time
 	for i := range sims {
 		at, err := sims[i].waitReady(60 * time.Second)
 		for try := 0; errors.Is(err, errExitedEarly) && try < 3; try++ {
@@ -310,12 +363,15 @@ func bareFleet(ctx context.Context, self string, n int) (time.Duration, int64, e
 			}
 		}
 		if err != nil {
-			return 0, 0, err
+			return fleetTimes{}, 0, err
 		}
-		if at.After(last) {
-			last = at
+		if at.After(lastStamp) {
+			lastStamp = at
+		}
+		if r := sims[i].out.readAt; r.After(lastRead) { // set before ready was closed
+			lastRead = r
 		}
 	}
 	rss, err := procStatus(sims[0].cmd.Process.Pid, "VmRSS")
-	return last.Sub(t0), rss, err
+	return fleetTimes{read: lastRead.Sub(t0), stamp: lastStamp.Sub(t0)}, rss, err
 }

@@ -136,7 +136,8 @@ type lineWatch struct {
 	buf      []byte
 	firstAt  time.Time // read only after ready is closed (the ready line comes later)
 	ready    chan struct{}
-	readyAt  time.Time
+	readyAt  time.Time // the simulator's own stamp in its ready line
+	readAt   time.Time // when the ready line was read: when a supervisor could know
 	sawFirst bool
 	sawReady bool
 }
@@ -161,7 +162,7 @@ func (w *lineWatch) Write(p []byte) (int, error) {
 			w.sawFirst, w.firstAt = true, now
 		}
 		if t, ok := parseReady(line); ok && !w.sawReady {
-			w.sawReady, w.readyAt = true, t
+			w.sawReady, w.readyAt, w.readAt = true, t, now
 			close(w.ready)
 		}
 	}
