@@ -360,10 +360,7 @@ func fileKind(m os.FileMode) string {
 func (d *Daemon) awaitRegistered() {
 	deadline := time.Now().Add(askTimeout)
 	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
-		pools, err := d.snapshot(ctx)
-		cancel()
-		if err == nil && len(pools) >= len(d.cfg.Pools) {
+		if d.view.Load().Len() >= len(d.cfg.Pools) { // a count: no copy of every status on each poll
 			return
 		}
 		time.Sleep(time.Millisecond)
