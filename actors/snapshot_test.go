@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/pool-managerd/pool-managerd/internal/clock"
@@ -85,19 +87,25 @@ func TestRegistryPublishesBeforeAnswering(t *testing.T) {
 // registering N pools (a daemon's start) costs O(N) entries, not O(N²).
 // A pool registered again under its id (a reload) gets a new entry.
 func TestRegistryMembershipChangeKeepsTheOtherEntries(t *testing.T) {
-	r := &Registry{clock: clock.Real{}, log: slog.New(slog.DiscardHandler), pools: map[string]*entry{},
-		subs: map[chan Transition]struct{}{}, pub: publisher{view: &RegistryView{}}}
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}))
 	defer sys.Shutdown()
-	pid := sys.Root.Spawn(actor.PropsFromFunc(func(actor.Context) {}))
+	var view RegistryView
+	reg := sys.Root.Spawn(NewPublishingRegistryProps(clock.Real{}, slog.New(slog.DiscardHandler), &view))
+	pool := sys.Root.Spawn(actor.PropsFromFunc(func(actor.Context) {}))
+	send := func(m RegistryMessage) {
+		t.Helper()
+		SendRegistry(sys.Root, reg, m)
+		if _, err := Ask(sys.Root, reg, &Ping{}, 10*time.Second); err != nil {
+			t.Fatalf("Ping: %v", err)
+		}
+	}
 	register := func(id string, st State) {
-		r.pools[id] = &entry{status: PoolStatus{PoolID: id, State: st}, pid: pid, leases: map[string]*lease{}}
-		r.added(id)
-		r.pub.publish(r)
+		send(&RegisterPool{Status: PoolStatus{PoolID: id, State: st}, PID: pool})
 	}
 	entryOf := func(s *Snapshot, id string) *snapPool {
+		t.Helper()
 		i, ok := s.index[id]
 		if !ok {
 			t.Fatalf("%s is not in the snapshot (ids %v)", id, s.ids)
@@ -106,10 +114,10 @@ func TestRegistryMembershipChangeKeepsTheOtherEntries(t *testing.T) {
 	}
 	register("b", StateReady)
 	register("d", StateReady)
-	first := r.pub.view.Load()
+	first := view.Load()
 	register("a", StatePreload)
 	register("c", StatePreload)
-	second := r.pub.view.Load()
+	second := view.Load()
 	if got := second.ids; len(got) != 4 || got[0] != "a" || got[1] != "b" || got[2] != "c" || got[3] != "d" {
 		t.Fatalf("ids = %v, want a b c d", got)
 	}
@@ -123,14 +131,12 @@ func TestRegistryMembershipChangeKeepsTheOtherEntries(t *testing.T) {
 	}
 
 	register("b", StateStopped) // b again, as a reload re-registers it
-	third := r.pub.view.Load()
+	third := view.Load()
 	if entryOf(third, "b") == entryOf(second, "b") || entryOf(third, "b").status.State != StateStopped {
 		t.Errorf("b registered again kept its old entry: %+v", entryOf(third, "b").status)
 	}
-	delete(r.pools, "c")
-	r.removed("c")
-	r.pub.publish(r)
-	fourth := r.pub.view.Load()
+	send(&UnregisterPool{PoolID: "c", PID: pool})
+	fourth := view.Load()
 	if got := fourth.ids; len(got) != 3 || got[0] != "a" || got[1] != "b" || got[2] != "d" {
 		t.Fatalf("ids after removing c = %v, want a b d", got)
 	}
@@ -144,9 +150,10 @@ func TestRegistryMembershipChangeKeepsTheOtherEntries(t *testing.T) {
 	}
 }
 
-// StateCounts counts without copying statuses: what it allocates does not
-// grow with the number of pools (the daemon calls it after every burst of
-// transitions, for systemd's STATUS= line).
+// StateCounts counts without copying statuses: the bytes it allocates do
+// not grow with the number of pools (the daemon calls it after every burst
+// of transitions, for systemd's STATUS= line). A copy of 256 statuses would
+// be 256 × sizeof(PoolStatus) bytes per call.
 func TestSnapshotStateCounts(t *testing.T) {
 	build := func(n int) *Snapshot {
 		r := &Registry{pools: map[string]*entry{}, pub: publisher{view: &RegistryView{}}}
@@ -166,9 +173,20 @@ func TestSnapshotStateCounts(t *testing.T) {
 	if c := large.StateCounts(); c[StatePreload] != 64 || c[StateReady] != 192 || len(c) != 2 {
 		t.Fatalf("counts of 256 pools = %v, want 64 preload, 192 ready", c)
 	}
-	a4 := testing.AllocsPerRun(20, func() { _ = small.StateCounts() })
-	a256 := testing.AllocsPerRun(20, func() { _ = large.StateCounts() })
-	if a256 > a4 {
-		t.Fatalf("StateCounts allocates %v times with 256 pools, %v with 4: it should not grow with the pools", a256, a4)
+	bytesPerCall := func(s *Snapshot) float64 {
+		const calls = 200
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for i := 0; i < calls; i++ {
+			_ = s.StateCounts()
+		}
+		runtime.ReadMemStats(&after)
+		return float64(after.TotalAlloc-before.TotalAlloc) / calls
+	}
+	b4, b256 := bytesPerCall(small), bytesPerCall(large)
+	if copyOf256 := 256 * float64(unsafe.Sizeof(PoolStatus{})); b256 > b4+copyOf256/8 {
+		t.Fatalf("StateCounts allocates %.0f B a call with 256 pools, %.0f with 4 (a copy of every status would be %.0f): it should not grow with the pools",
+			b256, b4, copyOf256)
 	}
 }

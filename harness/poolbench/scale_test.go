@@ -10,15 +10,16 @@ import (
 
 // The scale measurement's all-ready time is the daemon's last pool to log
 // its first transition to ready: a later ready of the same pool (after a
-// restart), other records and lines that are not JSON do not count, and a
-// pool that never logged ready is an error rather than a shorter time.
+// restart), other records (even one with a "to":"ready" attribute) and
+// lines that are not JSON do not count, and a pool that never logged ready
+// is an error rather than a shorter time.
 func TestLastReadyRecord(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	log := strings.Join([]string{
 		`{"time":"2026-12-01T12:00:00.100Z","level":"INFO","msg":"pool.state","pool_id":"a","from":"stopped","to":"preload"}`,
 		`{"time":"2026-12-01T12:00:00.300Z","level":"INFO","msg":"pool.state","pool_id":"a","from":"preload","to":"ready"}`,
 		`not json`,
-		`{"time":"2026-12-01T12:00:00.900Z","level":"INFO","msg":"engine.ready","pool_id":"b"}`,
+		`{"time":"2026-12-01T12:00:02Z","level":"INFO","msg":"engine.ready","pool_id":"b","to":"ready"}`,
 		`{"time":"2026-12-01T12:00:01.250Z","level":"INFO","msg":"pool.state","pool_id":"b","from":"preload","to":"ready"}`,
 		`{"time":"2026-12-01T12:00:05Z","level":"INFO","msg":"pool.state","pool_id":"a","from":"preload","to":"ready"}`,
 	}, "\n") + "\n"
