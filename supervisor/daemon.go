@@ -475,15 +475,11 @@ func (d *Daemon) trackStatus() {
 		actors.SendRegistry(d.sys.Root, d.reg, &actors.Subscribe{Ch: ch})
 		return ch
 	}
-	update := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
-		defer cancel()
-		if ctx.Err() == nil { // as d.snapshot, without copying every status
-			snap := d.view.Load()
-			counts := snap.StateCounts()
-			d.notify.Status(Summary(counts, snap.Len()))
-			d.bootGC.observe(counts)
-		}
+	update := func() { // counts from the snapshot: no copy of every status
+		snap := d.view.Load()
+		counts := snap.StateCounts()
+		d.notify.Status(Summary(counts, snap.Len()))
+		d.bootGC.observe(counts)
 	}
 	follow(subscribe, update, d.stopped)
 	// The registry stops with the actor system right after stopped is
