@@ -50,8 +50,11 @@ func (d *Daemon) Reconfigure(next *config.Config) Change {
 		}
 		applied = append(applied, p)
 	}
-	var touched []*actor.PID // added and removed pools, for the barrier below
+	var touched []*actor.PID // added, changed and removed pools, for the barrier below
 	for _, id := range ch.Added {
+		touched = append(touched, d.pools[id])
+	}
+	for _, id := range ch.Changed { // each pushed its reloading status before it answered the Reload
 		touched = append(touched, d.pools[id])
 	}
 	for id, p := range old {
@@ -87,9 +90,10 @@ func (d *Daemon) Reconfigure(next *config.Config) Change {
 }
 
 // settle returns once every pool actor in pids has handled what Reconfigure
-// sent it (an added one its start, a removed one its Drain) and the registry
-// has taken the status updates that caused, so a GET right after a SIGHUP
-// shows the added pools and the removed ones draining, not the old state.
+// sent it (an added one its start, a changed one its Reload, a removed one
+// its Drain) and the registry has taken the status updates that caused, so
+// a GET right after a SIGHUP shows the added pools, the changed ones
+// reloading and the removed ones draining, not the old state.
 // Each pool answers a GetStatus after its earlier messages, and its status
 // update to the registry is queued before that answer; the registry's Ping,
 // sent after, is answered after that update was applied and published.

@@ -77,3 +77,29 @@ func TestReconfigureRefusedChangeIsRetried(t *testing.T) {
 	}
 	td.eventually("retried change applied (v3)", td.poolHas("a", map[string]any{"engine_version": "v3", "state": "ready"}))
 }
+
+// A GET right after a SIGHUP that changed a pool shows that pool's reload
+// under way, not its old state: Reconfigure returns only once the registry
+// has published what the changed pool pushed before it answered the
+// Reload. Work queued ahead in the registry's mailbox makes that publish
+// lag unless Reconfigure waits for it.
+func TestReconfigureChangedPoolIsVisibleOnReturn(t *testing.T) {
+	a := simPool("a")
+	td := startDaemon(t, "", a)
+	td.waitState("a", actors.StateReady)
+	slow := a
+	slow.EngineVersion = "v2"
+	slow.Command = append(append([]string{}, a.Command...), "--load-time", "2s")
+	cfg2 := *td.cfg
+	cfg2.Pools = []config.Pool{slow}
+	for i := 0; i < 20000; i++ { // an unknown pool's update: ignored, but the registry must read it first
+		actors.SendRegistry(td.sys.Root, td.reg, &actors.StatusUpdate{Status: actors.PoolStatus{PoolID: "nobody"}})
+	}
+	if ch := td.Reconfigure(&cfg2); len(ch.Changed) != 1 {
+		t.Fatalf("change: %+v", ch)
+	}
+	if pr := td.view.Load().Pool("a"); !pr.Found || !pr.Status.Reloading {
+		t.Fatalf("right after the SIGHUP the API shows pool a as %+v, want it reloading", pr.Status)
+	}
+	td.eventually("reload applied (v2)", td.poolHas("a", map[string]any{"engine_version": "v2", "state": "ready", "reloading": false}))
+}
