@@ -64,30 +64,42 @@ func TestSinkForwardsToLogger(t *testing.T) {
 	}
 }
 
+// The rate limit drops what exceeds the burst, counts it, keeps every line
+// in the ring, and reports the drops in one record once tokens come back.
+// The sink runs on a fake clock, so no token comes back mid-flood (on a
+// busy machine a real clock refilled some, and a drop report came between
+// the lines).
 func TestSinkRateLimit(t *testing.T) {
 	var logs logBuffer
 	sink := engine.NewSink(slog.New(slog.NewJSONHandler(&logs, nil)), 1000, 100, 5)
+	clk := clock.NewFake(time.Unix(1_800_000_000, 0))
+	sink.SetClock(clk)
 	var onDrop atomic.Uint64
 	sink.SetOnDrop(func(lines, _ int) { onDrop.Add(uint64(lines)) })
-	const n = 300
+	const n, burst = 300, 5
 	for i := range n {
 		sink.Write("stdout", fmt.Sprintf("line %d", i))
 	}
-	dropped := sink.Dropped()
-	if dropped == 0 || dropped >= n {
-		t.Fatalf("Dropped = %d of %d lines with burst 5", dropped, n)
+	if dropped := sink.Dropped(); dropped != n-burst {
+		t.Fatalf("Dropped = %d of %d lines with burst %d, want %d", dropped, n, burst, n-burst)
 	}
-	if onDrop.Load() != dropped {
-		t.Fatalf("OnDrop ran %d times, Dropped = %d", onDrop.Load(), dropped)
+	if onDrop.Load() != n-burst {
+		t.Fatalf("OnDrop counted %d lines, want %d", onDrop.Load(), n-burst)
 	}
-	logged := 0 // a slow run refills tokens mid-loop: drop reports come between lines
-	for _, r := range logs.records(t) {
-		if r["msg"] == "engine output" {
-			logged++
+	count := func(msg string) (int, map[string]any) {
+		k, last := 0, map[string]any(nil)
+		for _, r := range logs.records(t) {
+			if r["msg"] == msg {
+				k, last = k+1, r
+			}
 		}
+		return k, last
 	}
-	if uint64(logged)+dropped != n {
-		t.Fatalf("logged %d + dropped %d != %d written", logged, dropped, n)
+	if logged, _ := count("engine output"); logged != burst {
+		t.Fatalf("logged %d lines of the flood, want the burst of %d", logged, burst)
+	}
+	if k, _ := count("engine output dropped"); k != 0 {
+		t.Fatalf("%d drop reports before any token came back, want none", k)
 	}
 	tail := sink.Tail(n)
 	if len(tail) != n {
@@ -99,20 +111,19 @@ func TestSinkRateLimit(t *testing.T) {
 		}
 	}
 
-	// Once tokens come back, one record reports how many were dropped.
-	var summary map[string]any
-	waitFor(t, 5*time.Second, "the drop summary record", func() bool {
-		sink.Write("stdout", "after the flood")
-		for _, r := range logs.records(t) {
-			if r["msg"] == "engine output dropped" {
-				summary = r
-				return true
-			}
-		}
-		return false
-	})
-	if got, ok := summary["dropped"].(float64); !ok || got < float64(dropped) {
-		t.Fatalf("summary = %v, want dropped >= %d", summary, dropped)
+	// Once tokens come back, one record reports how many were dropped, and
+	// the next line is logged again.
+	clk.Advance(time.Second)
+	sink.Write("stdout", "after the flood")
+	k, summary := count("engine output dropped")
+	if k != 1 {
+		t.Fatalf("%d drop reports after the refill, want 1", k)
+	}
+	if got, ok := summary["dropped"].(float64); !ok || got != n-burst {
+		t.Fatalf("summary = %v, want dropped = %d", summary, n-burst)
+	}
+	if logged, last := count("engine output"); logged != burst+1 || last["line"] != "after the flood" {
+		t.Fatalf("after the refill: %d lines logged, last %v; want %d, the last \"after the flood\"", logged, last, burst+1)
 	}
 }
 
