@@ -56,23 +56,18 @@ func TestReconfigureRefusedChangeIsRetried(t *testing.T) {
 	a := simPool("a")
 	td := startDaemon(t, "", a)
 	td.waitState("a", actors.StateReady)
-	slow := a
-	slow.EngineVersion = "v2"
-	slow.Command = append(append([]string{}, a.Command...), "--load-time", "500ms")
-	cfg2 := *td.cfg
-	cfg2.Pools = []config.Pool{slow}
-	if ch := td.Reconfigure(&cfg2); len(ch.Changed) != 1 {
+	slow := slowerVersion(a, "v2", "500ms")
+	if ch := td.Reconfigure(td.configWith(slow)); len(ch.Changed) != 1 {
 		t.Fatalf("first change: %+v", ch)
 	}
 	final := slow
 	final.EngineVersion = "v3"
-	cfg3 := *td.cfg
-	cfg3.Pools = []config.Pool{final}
-	if ch := td.Reconfigure(&cfg3); len(ch.Refused) != 1 || len(ch.Changed) != 0 {
+	cfg3 := td.configWith(final)
+	if ch := td.Reconfigure(cfg3); len(ch.Refused) != 1 || len(ch.Changed) != 0 {
 		t.Fatalf("change during a reload: %+v", ch)
 	}
 	td.eventually("first reload settled", td.poolHas("a", map[string]any{"reloading": false, "state": "ready"}))
-	if ch := td.Reconfigure(&cfg3); len(ch.Changed) != 1 {
+	if ch := td.Reconfigure(cfg3); len(ch.Changed) != 1 {
 		t.Fatalf("the refused change was forgotten: %+v", ch)
 	}
 	td.eventually("retried change applied (v3)", td.poolHas("a", map[string]any{"engine_version": "v3", "state": "ready"}))
@@ -87,19 +82,30 @@ func TestReconfigureChangedPoolIsVisibleOnReturn(t *testing.T) {
 	a := simPool("a")
 	td := startDaemon(t, "", a)
 	td.waitState("a", actors.StateReady)
-	slow := a
-	slow.EngineVersion = "v2"
-	slow.Command = append(append([]string{}, a.Command...), "--load-time", "2s")
-	cfg2 := *td.cfg
-	cfg2.Pools = []config.Pool{slow}
+	cfg2 := td.configWith(slowerVersion(a, "v2", "2s"))
 	for i := 0; i < 20000; i++ { // an unknown pool's update: ignored, but the registry must read it first
 		actors.SendRegistry(td.sys.Root, td.reg, &actors.StatusUpdate{Status: actors.PoolStatus{PoolID: "nobody"}})
 	}
-	if ch := td.Reconfigure(&cfg2); len(ch.Changed) != 1 {
+	if ch := td.Reconfigure(cfg2); len(ch.Changed) != 1 {
 		t.Fatalf("change: %+v", ch)
 	}
 	if pr := td.view.Load().Pool("a"); !pr.Found || !pr.Status.Reloading {
 		t.Fatalf("right after the SIGHUP the API shows pool a as %+v, want it reloading", pr.Status)
 	}
 	td.eventually("reload applied (v2)", td.poolHas("a", map[string]any{"engine_version": "v2", "state": "ready", "reloading": false}))
+}
+
+// slowerVersion is p at engine version v with an engine that loads for
+// load: a change Reconfigure reloads, and a reload that lasts a while.
+func slowerVersion(p config.Pool, v, load string) config.Pool {
+	p.EngineVersion = v
+	p.Command = append(append([]string{}, p.Command...), "--load-time", load)
+	return p
+}
+
+// configWith is the daemon's running config with pools in place of its own.
+func (td *testDaemon) configWith(pools ...config.Pool) *config.Config {
+	c := *td.cfg
+	c.Pools = pools
+	return &c
 }
