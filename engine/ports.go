@@ -42,13 +42,14 @@ func pickPort(host string, listen func() (net.Listener, error)) (int, func(), er
 		return 0, nil, err
 	}
 	var once sync.Once
-	return port, func() {
-		once.Do(func() {
-			handedOut.Lock()
-			delete(handedOut.ports, port)
-			handedOut.Unlock()
-		})
-	}, nil
+	return port, func() { once.Do(func() { unreserve(port) }) }, nil
+}
+
+// unreserve drops port from the handed-out set.
+func unreserve(port int) {
+	handedOut.Lock()
+	delete(handedOut.ports, port)
+	handedOut.Unlock()
 }
 
 // freePort is FreePort with the kernel's listen as a parameter: a port free
@@ -81,9 +82,7 @@ func choosePort(host string, listen func() (net.Listener, error), reserve bool) 
 		}
 		if cerr != nil {
 			if reserve {
-				handedOut.Lock()
-				delete(handedOut.ports, port)
-				handedOut.Unlock()
+				unreserve(port)
 			}
 			return 0, fmt.Errorf("engine: free port on %s: %w", host, cerr)
 		}
